@@ -1,0 +1,44 @@
+"""defaults < YAML (--config) < flags: merge a YAML file's keys with the flags actually given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from shedkit.errors import ShedkitError
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ShedkitError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ShedkitError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ShedkitError(f"{path}: the config must be a mapping of flag names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def merge_config(ctx: click.Context, params: dict[str, Any], config_path: str | Path | None) -> dict[str, Any]:
+    """Return params where YAML values replace defaults but never flags given on the command line."""
+    if not config_path:
+        return dict(params)
+    data = load_yaml(config_path)
+    unknown = sorted(set(data) - set(params))
+    if unknown:
+        import difflib
+
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, list(params), n=1)) else k for k in unknown]
+        raise ShedkitError(f"{config_path}: unknown keys: {', '.join(hints)}")
+    merged = dict(params)
+    for key, value in data.items():
+        source = ctx.get_parameter_source(key)
+        if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+            continue
+        merged[key] = value
+    return merged

@@ -1,0 +1,89 @@
+"""A pool: the records of one input file plus what is needed to write a subset back."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from shedkit.data.containers import RawTable, read_table, subset_filename, write_subset
+from shedkit.data.formats import FORMATS, EmptyResponseError, detect_format, parse_field_map, resolve_format_name, row_to_turns
+from shedkit.data.records import Record, make_record
+from shedkit.errors import InputError
+
+
+@dataclass
+class Pool:
+    path: Path
+    format: str
+    field_map: dict[str, str]
+    records: list[Record]  # after dedup when asked; Record.index is the row's input position
+    table: RawTable = field(repr=False)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (row, row it duplicates)
+    skipped_empty: list[int] = field(default_factory=list)  # rows left out for an empty response
+    dedup: bool = False
+
+    @property
+    def container(self) -> str:
+        return self.table.container
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.table.rows)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def subset_filename(self) -> str:
+        return subset_filename(self.table)
+
+    def write_subset(self, rows: Sequence[int], out_path: str | os.PathLike) -> Path:
+        """Write the input rows at positions ``rows`` (input order, original bytes)."""
+        return write_subset(self.table, rows, out_path)
+
+
+def load_pool(
+    path: str | os.PathLike,
+    format: str | None = None,
+    fields: Mapping[str, str] | Sequence[str] | None = None,
+    dedup: bool = False,
+    skip_empty: bool = False,
+) -> Pool:
+    """Read a pool file, detect (or take) its format, and normalise every row to a Record.
+
+    Raises InputError naming the file, line/row and problem for any bad row. Rows with an
+    empty response are an error unless ``skip_empty``, which leaves them out (and lists them).
+    """
+    table = read_table(path)
+    path = Path(path)
+    if not table.rows:
+        raise InputError(path, "the pool is empty (no rows)")
+    field_map = parse_field_map(fields)
+    name = resolve_format_name(format) if format else detect_format(path, table.rows[0], field_map)
+    fmt = FORMATS[name]
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    duplicates: list[tuple[int, int]] = []
+    skipped: list[int] = []
+    for i, row in enumerate(table.rows):
+        line = table.row_lines[i] or None
+        where = {"path": path, "line": line, "row": None if line else i}
+        try:
+            turns = row_to_turns(fmt, row, field_map, where)
+        except EmptyResponseError:
+            if not skip_empty:
+                raise
+            skipped.append(i)
+            continue
+        record = make_record(i, turns, row)
+        if record.id in seen:
+            duplicates.append((i, seen[record.id]))
+            if dedup:
+                continue
+        else:
+            seen[record.id] = i
+        records.append(record)
+    if not records:
+        raise InputError(path, "no usable rows left (all had empty responses)")
+    return Pool(path, name, field_map, records, table, duplicates, skipped, dedup)

@@ -1,0 +1,1 @@
+"""Stages wired over a run directory."""

@@ -1,0 +1,13 @@
+"""--method random: uniform without replacement, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.select.random import random_sample
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    rng = np.random.default_rng(ctx.seed)
+    return MethodResult(selected=random_sample(len(ctx.records), ctx.budget, rng))

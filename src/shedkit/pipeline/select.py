@@ -1,0 +1,173 @@
+"""`shedkit select`: load the pool, run one method, write subset + scores + manifest + report.
+
+Nothing is written before the inputs are validated; every output is written atomically, and
+if the run fails with a user error, whatever this run created in the output directory is
+removed, so DIR is left absent or unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from shedkit.data.containers import atomic_write_json
+from shedkit.data.pool import Pool, load_pool
+from shedkit.data.records import Record
+from shedkit.errors import ShedkitError
+from shedkit.pipeline.methods import get_method
+from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.paths import default_cache_dir
+from shedkit.report.manifest import Timer, environment
+from shedkit.report.scores import write_scores
+from shedkit.select.budget import resolve_budget
+
+
+@dataclass
+class SelectionResult:
+    pool: Pool
+    method: str
+    budget: int
+    positions: np.ndarray  # indices into pool.records, sorted
+    columns: dict[str, Any]
+    manifest: dict[str, Any]
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[Record]:
+        return [self.pool.records[i] for i in self.positions]
+
+    @property
+    def rows(self) -> list[int]:
+        """0-based positions of the selected rows in the input file."""
+        return [self.pool.records[i].index for i in self.positions]
+
+    @property
+    def selected_mask(self) -> np.ndarray:
+        mask = np.zeros(len(self.pool.records), dtype=bool)
+        mask[self.positions] = True
+        return mask
+
+
+def select(
+    pool: str | Path | Pool,
+    method: str = "random",
+    budget: str | float | int = 0.1,
+    seed: int = 0,
+    out: str | Path | None = None,
+    format: str | None = None,
+    fields: Mapping[str, str] | list[str] | None = None,
+    dedup: bool = False,
+    skip_empty: bool = False,
+    cache_dir: str | Path | None = None,
+    command: list[str] | None = None,
+    **options: Any,
+) -> SelectionResult:
+    """Select ``budget`` rows of ``pool`` with ``method``; write outputs to ``out`` if given.
+
+    Method-specific settings (``target=``, ``clusters=``, ``model=``, ...) go in ``options``.
+    """
+    timer = Timer()
+    run = get_method(method)
+    with timer("load"):
+        if not isinstance(pool, Pool):
+            pool = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
+    n = len(pool.records) if method == "full" else resolve_budget(budget, len(pool.records))
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ShedkitError(f"--out {out_dir} exists and is not a directory")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    with _cleanup_on_error(out_dir):
+        ctx = MethodContext(
+            records=pool.records, budget=n, seed=int(seed), options=dict(options),
+            run_dir=out_dir if out_dir is not None else cache / "scratch", cache_dir=cache,
+        )
+        with timer("select"):
+            result = run(ctx)
+        positions = _check_selection(result, n, len(pool.records), method)
+        columns = dict(result.columns)
+        manifest = _manifest(pool, method, n, seed, options, result, timer, command,
+                             format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
+        selection = SelectionResult(pool, method, n, positions, columns, manifest, out_dir)
+        if out_dir is not None:
+            _write_outputs(selection, timer)
+    return selection
+
+
+def _check_selection(result: MethodResult, n: int, size: int, method: str) -> np.ndarray:
+    positions = np.asarray(result.selected, dtype=np.int64)
+    if len(positions) != n or len(np.unique(positions)) != n:
+        raise RuntimeError(f"method '{method}' returned {len(np.unique(positions))} distinct rows, expected {n}")
+    if n and (positions.min() < 0 or positions.max() >= size):
+        raise RuntimeError(f"method '{method}' returned a row outside the pool")
+    return np.sort(positions)
+
+
+def _manifest(pool, method, n, seed, options, result, timer, command, **load_opts) -> dict[str, Any]:
+    return {
+        "shedkit_command": command if command is not None else list(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pool": {
+            "path": str(pool.path), "container": pool.container, "format": pool.format,
+            "field_map": pool.field_map, "rows": pool.num_rows, "records": len(pool.records),
+            "duplicates": len(pool.duplicates), "duplicates_dropped": pool.dedup,
+            "skipped_empty": pool.skipped_empty,
+        },
+        "method": {"name": method, **result.info},
+        "config": {"method": method, "seed": int(seed), **load_opts, **{k: v for k, v in options.items()}},
+        "seed": int(seed),
+        "counts": {"pool": len(pool.records), "budget": n, "selected": n},
+        "environment": environment(),
+        "timings": {},  # filled when written
+        "method_timings": {k: round(float(v), 4) for k, v in result.timings.items()},
+    }
+
+
+def _write_outputs(sel: SelectionResult, timer: Timer) -> None:
+    out = sel.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    with timer("write"):
+        subset = sel.pool.write_subset(sel.rows, out / sel.pool.subset_filename())
+        records = sel.pool.records
+        scores = write_scores(
+            out / "scores.csv", [r.index for r in records], [r.id for r in records],
+            sel.selected_mask, sel.columns,
+        )
+    sel.files.update(subset=subset, scores=scores)
+    try:
+        from shedkit.report.html import write_report
+    except ImportError:  # the report module lands separately; the run stays usable without it
+        write_report = None
+    if write_report is not None:
+        with timer("report"):
+            sel.files["report"] = write_report(out, sel)
+    sel.manifest["timings"] = {**{k: round(v, 4) for k, v in timer.seconds.items()}}
+    sel.files["manifest"] = atomic_write_json(out / "manifest.json", sel.manifest)
+
+
+class _cleanup_on_error:
+    """On a ShedkitError, remove what this run created under ``out_dir`` (absent or unchanged)."""
+
+    def __init__(self, out_dir: Path | None):
+        self.out_dir = out_dir
+
+    def __enter__(self):
+        self.existed = self.out_dir is not None and self.out_dir.exists()
+        self.before = set(self.out_dir.iterdir()) if self.existed else set()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or self.out_dir is None or not issubclass(exc_type, ShedkitError):
+            return False
+        if not self.existed:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+        elif self.out_dir.exists():
+            for entry in set(self.out_dir.iterdir()) - self.before:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return False

@@ -1,0 +1,1 @@
+"""Run records: manifest, scores table, HTML report."""

@@ -1,0 +1,1 @@
+"""Selection rules on scores and clusters. Never imports torch."""
