@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
 from shedkit.errors import ShedkitError
@@ -24,7 +23,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def merge_config(ctx: click.Context, params: dict[str, Any], config_path: str | Path | None) -> dict[str, Any]:
+def merge_config(ctx, params: dict[str, Any], config_path: str | Path | None) -> dict[str, Any]:
     """Return params where YAML values replace defaults but never flags given on the command line."""
     if not config_path:
         return dict(params)
@@ -38,7 +37,8 @@ def merge_config(ctx: click.Context, params: dict[str, Any], config_path: str | 
     merged = dict(params)
     for key, value in data.items():
         source = ctx.get_parameter_source(key)
-        if source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+        # compare by name: typer may vendor its own click, with its own ParameterSource enum
+        if getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
             continue
         merged[key] = value
     return merged

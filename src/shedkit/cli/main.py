@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # modules under shedkit.cli that define register(app); a missing one is skipped
-SUBCOMMANDS = ("select", "env", "cluster", "score", "finetune", "evaluate", "bench", "report")
+SUBCOMMANDS = ("select", "demo", "env", "cluster", "score", "finetune", "evaluate", "bench", "report")
 
 for _name in SUBCOMMANDS:
     try:
@@ -46,10 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         Console(stderr=True).print("aborted")
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click usage errors (typer may vendor its own click)
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             return exc.exit_code
         raise

@@ -106,7 +106,7 @@ def _as_row(path: Path, value: Any, line: int | None = None, row: int | None = N
 
 def _read_jsonl(path: Path, text: str) -> RawTable:
     rows, lines, raw = [], [], []
-    for lineno, line in enumerate(text.splitlines(keepends=True), start=1):
+    for lineno, line in enumerate(_split_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -166,6 +166,13 @@ def _read_json(path: Path, text: str) -> RawTable:
     return RawTable(path, "json", rows, lines, raw=raw, head=head, sep=sep, tail=tail)
 
 
+def _split_lines(text: str) -> list[str]:
+    """Split on '\n' only (str.splitlines also splits on U+0085, U+2028... inside JSON strings)."""
+    lines = text.split("\n")
+    out = [line + "\n" for line in lines[:-1]]
+    return out + [lines[-1]] if lines[-1] else out
+
+
 def _skip_ws(text: str, pos: int) -> int:
     while pos < len(text) and text[pos] in " \t\r\n":
         pos += 1
@@ -174,7 +181,7 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def _read_csv(path: Path, text: str) -> RawTable:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    lines = text.splitlines(keepends=True)
+    lines = _split_lines(text)
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader)

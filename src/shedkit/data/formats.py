@@ -80,7 +80,7 @@ def resolve_format_name(name: str) -> str:
     return key
 
 
-def detect_format(path: Path, row: Mapping[str, Any], field_map: Mapping[str, str]) -> str:
+def detect_format(path: Path, row: Mapping[str, Any], field_map: Mapping[str, str], line: int | None = None) -> str:
     """The first format whose required fields (after mapping) are all columns of the row."""
     columns = set(row)
     order = ["sharegpt", "openai", "alpaca", "dolly", "prompt-completion"]
@@ -93,7 +93,7 @@ def detect_format(path: Path, row: Mapping[str, Any], field_map: Mapping[str, st
         f"alpaca {{instruction, input, output}}, dolly {{instruction, context, response}}, "
         f"sharegpt {{conversations}}, openai {{messages}}, prompt-completion {{prompt, completion}}; "
         f"pass --format and --field (e.g. --format alpaca --field instruction=question --field output=answer)",
-        row=0,
+        line=line, row=None if line else 0,
     )
 
 

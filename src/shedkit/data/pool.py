@@ -60,7 +60,7 @@ def load_pool(
     if not table.rows:
         raise InputError(path, "the pool is empty (no rows)")
     field_map = parse_field_map(fields)
-    name = resolve_format_name(format) if format else detect_format(path, table.rows[0], field_map)
+    name = resolve_format_name(format) if format else detect_format(path, table.rows[0], field_map, table.row_lines[0] or None)
     fmt = FORMATS[name]
     records: list[Record] = []
     seen: dict[str, int] = {}

@@ -25,7 +25,7 @@ from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.paths import default_cache_dir
 from shedkit.report.manifest import Timer, environment
 from shedkit.report.scores import write_scores
-from shedkit.select.budget import resolve_budget
+from shedkit.selectors.budget import resolve_budget
 
 
 @dataclass

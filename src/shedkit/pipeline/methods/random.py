@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
-from shedkit.select.random import random_sample
+from shedkit.selectors.random import random_sample
 
 
 def run(ctx: MethodContext) -> MethodResult:

@@ -1,1 +1,0 @@
-"""Selection rules on scores and clusters. Never imports torch."""
