@@ -1,0 +1,290 @@
+"""Stopping rules, combinable with ``&`` (all must hold) and ``|`` (any suffices), as in pyDVL.
+
+    stop = MaxPermutations(200) | MaxEvaluations(2_000) | (StandardErrorBelow(0.01) & RankStability(0.9))
+
+A rule looks at the ``Progress`` of a run after each sample (one permutation, or one antithetic
+pair) is folded in, in the fixed order of the sample stream, so every rule except ``MaxTime``
+stops at the same place whatever the backend or batch size.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from shedkit.value.result import spearman
+
+
+class Progress:
+    """Running state of an estimation, updated once per sample in stream order.
+
+    n_permutations -- permutations folded in so far (2 per antithetic sample)
+    n_samples      -- independent samples (permutations, or antithetic pairs)
+    n_evaluations  -- distinct subsets the folded samples used (computed or from the cache)
+    n_computed     -- evaluations the utility actually computed during this run
+    elapsed        -- seconds since the run started
+    """
+
+    def __init__(self, n_players: int, unit_size: int = 1):
+        self.n_players, self.unit_size = n_players, unit_size
+        self.n_samples = 0
+        self.n_evaluations = 0
+        self.n_computed = 0
+        self.start = time.monotonic()
+        self._mean = np.zeros(n_players)
+        self._m2 = np.zeros(n_players)
+        self._prefix = [np.zeros(n_players)]  # prefix sums of the sample means
+
+    @property
+    def n_permutations(self) -> int:
+        return self.n_samples * self.unit_size
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def add(self, sample: np.ndarray) -> None:
+        """Fold in one sample's per-player marginal (the pair mean for antithetic pairs)."""
+        self.n_samples += 1
+        delta = sample - self._mean
+        self._mean = self._mean + delta / self.n_samples
+        self._m2 = self._m2 + delta * (sample - self._mean)
+        self._prefix.append(self._prefix[-1] + sample)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._mean.copy()
+
+    @property
+    def stderr(self) -> np.ndarray:
+        if self.n_samples < 2:
+            return np.full(self.n_players, np.inf)
+        return np.sqrt(self._m2 / (self.n_samples - 1) / self.n_samples)
+
+    def rank_stability(self) -> float:
+        """Spearman between the mean of the first and of the second half of the samples."""
+        n, half = self.n_samples, self.n_samples // 2
+        if half < 2:
+            return float("nan")
+        first = self._prefix[half] / half
+        second = (self._prefix[n] - self._prefix[half]) / (n - half)
+        return spearman(first, second)
+
+
+class StoppingRule:
+    """Decides when an estimation is done. Combine with ``&`` and ``|``.
+
+    ``bounded`` says whether the rule is sure to fire eventually (it caps permutations,
+    evaluations or time); ``completion`` is a 0..1 guess at progress for progress bars.
+    """
+
+    bounded = False
+
+    def check(self, progress: Progress) -> bool:
+        raise NotImplementedError
+
+    def completion(self, progress: Progress) -> float:
+        return 1.0 if self.check(progress) else 0.0
+
+    def reasons(self, progress: Progress) -> list[str]:
+        """The leaf rules that make this rule fire now (for the result's ``stopped_by``)."""
+        return [str(self)] if self.check(progress) else []
+
+    def __and__(self, other: "StoppingRule") -> "StoppingRule":
+        return AllOf(self, other)
+
+    def __or__(self, other: "StoppingRule") -> "StoppingRule":
+        return AnyOf(self, other)
+
+
+class AllOf(StoppingRule):
+    def __init__(self, *rules: StoppingRule):
+        self.rules = rules
+        self.bounded = all(r.bounded for r in rules)
+
+    def check(self, progress):
+        return all(r.check(progress) for r in self.rules)
+
+    def completion(self, progress):
+        return min(r.completion(progress) for r in self.rules)
+
+    def reasons(self, progress):
+        return [why for r in self.rules for why in r.reasons(progress)] if self.check(progress) else []
+
+    def __str__(self):
+        return "(" + " & ".join(map(str, self.rules)) + ")"
+
+
+class AnyOf(StoppingRule):
+    def __init__(self, *rules: StoppingRule):
+        self.rules = rules
+        self.bounded = any(r.bounded for r in rules)
+
+    def check(self, progress):
+        return any(r.check(progress) for r in self.rules)
+
+    def completion(self, progress):
+        return max(r.completion(progress) for r in self.rules)
+
+    def reasons(self, progress):
+        return [why for r in self.rules for why in r.reasons(progress)]
+
+    def __str__(self):
+        return "(" + " | ".join(map(str, self.rules)) + ")"
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+class MaxPermutations(StoppingRule):
+    """Stop after ``n`` permutations (SHED's fixed T). An antithetic pair counts as two."""
+
+    bounded = True
+
+    def __init__(self, n: int):
+        _positive("MaxPermutations", n)
+        self.n = int(n)
+
+    def check(self, progress):
+        return progress.n_permutations >= self.n
+
+    def completion(self, progress):
+        return min(1.0, progress.n_permutations / self.n)
+
+    def __str__(self):
+        return f"MaxPermutations({self.n})"
+
+
+class MaxEvaluations(StoppingRule):
+    """Stop once the estimate has used ``n`` utility evaluations (fine-tunes).
+
+    count="used" (default) counts distinct subsets the folded permutations needed, whether
+    computed now or read from the cache, so a resumed run stops exactly where an uninterrupted
+    one would. count="computed" counts only fresh computations in this run (a budget on work
+    done now; it depends on what the cache already holds). A batch of permutations evaluated in
+    parallel can compute up to one batch beyond the limit; those results stay in the cache.
+    """
+
+    bounded = True
+
+    def __init__(self, n: int, count: str = "used"):
+        _positive("MaxEvaluations", n)
+        if count not in ("used", "computed"):
+            raise ValueError("count must be 'used' or 'computed'")
+        self.n, self.count = int(n), count
+
+    def _seen(self, progress):
+        return progress.n_evaluations if self.count == "used" else progress.n_computed
+
+    def check(self, progress):
+        return self._seen(progress) >= self.n
+
+    def completion(self, progress):
+        return min(1.0, self._seen(progress) / self.n)
+
+    def __str__(self):
+        return f"MaxEvaluations({self.n})" if self.count == "used" else f"MaxEvaluations({self.n}, computed)"
+
+
+MaxFineTunes = MaxEvaluations
+
+
+class MaxTime(StoppingRule):
+    """Stop after ``seconds`` of wall time (checked between samples; not reproducible)."""
+
+    bounded = True
+
+    def __init__(self, seconds: float):
+        _positive("MaxTime", seconds)
+        self.seconds = float(seconds)
+
+    def check(self, progress):
+        return progress.elapsed >= self.seconds
+
+    def completion(self, progress):
+        return min(1.0, progress.elapsed / self.seconds)
+
+    def __str__(self):
+        return f"MaxTime({self.seconds:g}s)"
+
+
+class StandardErrorBelow(StoppingRule):
+    """Stop when every player's standard error is ≤ ``threshold`` (after ≥ ``min_samples``)."""
+
+    def __init__(self, threshold: float, min_samples: int = 4):
+        _positive("StandardErrorBelow", threshold)
+        self.threshold, self.min_samples = float(threshold), max(2, int(min_samples))
+
+    def check(self, progress):
+        return progress.n_samples >= self.min_samples and bool(
+            np.all(progress.stderr <= self.threshold)
+        )
+
+    def completion(self, progress):
+        if progress.n_samples < 2:
+            return 0.0
+        worst = float(np.max(progress.stderr))
+        return 1.0 if worst <= self.threshold else min(1.0, (self.threshold / worst) ** 2)
+
+    def __str__(self):
+        return f"StandardErrorBelow({self.threshold:g})"
+
+
+class RankStability(StoppingRule):
+    """Stop when the Spearman correlation between the values estimated from the first and the
+    second half of the samples reaches ``threshold`` (after ≥ ``min_samples``).
+
+    Each half has half the samples, so this is a conservative view of the whole run's
+    stability. Players whose values tie (all zero, say) keep it below 1.
+    """
+
+    def __init__(self, threshold: float = 0.9, min_samples: int = 10):
+        if not -1 < threshold <= 1:
+            raise ValueError("RankStability threshold must be in (-1, 1]")
+        self.threshold, self.min_samples = float(threshold), max(4, int(min_samples))
+
+    def check(self, progress):
+        if progress.n_samples < self.min_samples:
+            return False
+        rho = progress.rank_stability()
+        return bool(np.isfinite(rho) and rho >= self.threshold)
+
+    def completion(self, progress):
+        rho = progress.rank_stability()
+        return 0.0 if not np.isfinite(rho) else float(np.clip(rho / self.threshold, 0, 1))
+
+    def __str__(self):
+        return f"RankStability({self.threshold:g})"
+
+
+def build_stopping_rule(
+    permutations: int | None = None,
+    max_evals: int | None = None,
+    max_time: float | None = None,
+    stderr_threshold: float | None = None,
+    rank_stability: float | None = None,
+    default_permutations: int = 10,
+) -> StoppingRule:
+    """The rule the CLI options describe: stop when any cap is reached (``--permutations``,
+    ``--max-evals``, ``--max-time``) or when every given quality target is met
+    (``--stderr-threshold`` and ``--rank-stability`` together). With no cap at all,
+    ``MaxPermutations(default_permutations)`` is added so that a run always ends."""
+    caps: list[StoppingRule] = []
+    if permutations:
+        caps.append(MaxPermutations(permutations))
+    if max_evals:
+        caps.append(MaxEvaluations(max_evals))
+    if max_time:
+        caps.append(MaxTime(max_time))
+    targets: list[StoppingRule] = []
+    if stderr_threshold:
+        targets.append(StandardErrorBelow(stderr_threshold))
+    if rank_stability:
+        targets.append(RankStability(rank_stability))
+    if not caps:
+        caps.append(MaxPermutations(default_permutations))
+    rules = caps + ([targets[0] if len(targets) == 1 else AllOf(*targets)] if targets else [])
+    return rules[0] if len(rules) == 1 else AnyOf(*rules)

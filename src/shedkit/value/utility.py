@@ -1,0 +1,236 @@
+"""Utilities: a utility maps a set of player ids to a float, v(S).
+
+Players are proxies keyed by record id, never by text (two proxies with the same instruction
+are two players). ``v(∅)`` is whatever the score function says about the empty set (for SHED:
+the base model's own score), never a constant.
+
+``CachedUtility`` wraps a score function with a disk cache, one small JSON file per evaluated
+subset, so that a finished evaluation (a fine-tune) is never repeated, in this run or a later
+one, and counts how many evaluations it computed and how many it reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from shedkit.errors import ShedkitError
+from shedkit.execute.backends import Backend, get_backend
+from shedkit.execute.jobs import Job, JobOutcome, ScoreJobRunner
+
+ScoreFn = Callable[[tuple[str, ...]], float]
+
+
+def as_subset(ids: Iterable[str]) -> tuple[str, ...]:
+    """A subset in canonical form: sorted ids, duplicates rejected."""
+    ordered = tuple(sorted(ids))
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("a subset must not contain the same player id twice")
+    return ordered
+
+
+def _finite(value: float, ids: tuple[str, ...]) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ShedkitError(
+            f"the score function returned {value} for a subset of {len(ids)} players; "
+            "a utility must be a finite number (did the fine-tune diverge?)"
+        )
+    return value
+
+
+class Utility:
+    """v(S) for subsets S of player ids. Subclasses implement ``evaluate(ids)``.
+
+    players  -- the full player set when the utility knows it (games do), else None
+    computed -- evaluations this object computed
+    reused   -- evaluations it answered from its cache (always 0 without a cache)
+    """
+
+    players: tuple[str, ...] | None = None
+
+    def __init__(self) -> None:
+        self.computed = 0
+        self.reused = 0
+
+    def evaluate(self, ids: tuple[str, ...]) -> float:
+        """The score of the subset ``ids`` (sorted, distinct)."""
+        raise NotImplementedError
+
+    def __call__(self, subset: Iterable[str]) -> float:
+        ids = as_subset(subset)
+        value = _finite(self.evaluate(ids), ids)
+        self.computed += 1
+        return value
+
+    def evaluate_many(
+        self, subsets: Sequence[Iterable[str]], backend: Backend | None = None
+    ) -> list[float]:
+        """Scores of several subsets, as independent jobs on ``backend`` (default: in process).
+
+        For the process and Ray backends the utility itself is pickled to the workers.
+        """
+        canonical = [as_subset(s) for s in subsets]
+        backend = get_backend(backend)
+        out: list[float] = [math.nan] * len(canonical)
+        for i, value in backend.run(_Evaluate(self), canonical):
+            out[i] = _finite(value, canonical[i])
+            self.computed += 1
+        return out
+
+    def stats(self) -> dict[str, int]:
+        return {"computed": self.computed, "reused": self.reused}
+
+
+class FunctionUtility(Utility):
+    """A plain score function as a utility, without a cache (picklable if ``score_fn`` is)."""
+
+    def __init__(self, score_fn: ScoreFn, players: Iterable[str] | None = None):
+        super().__init__()
+        self.score_fn = score_fn
+        self.players = tuple(players) if players is not None else None
+
+    def evaluate(self, ids):
+        return self.score_fn(ids)
+
+
+class _Evaluate:
+    """Picklable ``ids -> utility.evaluate(ids)`` for backends."""
+
+    def __init__(self, utility: Utility):
+        self.utility = utility
+
+    def __call__(self, ids: tuple[str, ...]) -> float:
+        return self.utility.evaluate(ids)
+
+
+class CachedUtility(Utility):
+    """A score function behind a disk cache keyed by the subset and the settings that matter.
+
+    score_fn      -- ``score_fn(ids: tuple[str, ...]) -> float``, called with the sorted ids of
+                     the subset (``()`` for the empty set: the base model's score). For the
+                     process and Ray backends it must be picklable: a top-level class holding
+                     only its configuration, loading models inside ``__call__``.
+    cache_dir     -- where results live; ``None`` keeps them in memory only. The layout is
+                     ``<cache_dir>/<settings_hash>/<key[:2]>/<key>.json``, one JSON file per
+                     evaluation (ids, settings hash, value, seconds), written atomically
+                     (temp file + rename), so a killed run never leaves a half-written entry
+                     and several runs may share one cache.
+    settings_hash -- hash of every setting that changes a score (see
+                     ``shedkit.execute.hash_settings``); a change of any setting is a new cache.
+    players       -- optional full player set, so estimators need not be told it again.
+    """
+
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        cache_dir: str | os.PathLike | None,
+        settings_hash: str,
+        players: Iterable[str] | None = None,
+    ):
+        super().__init__()
+        if not settings_hash:
+            raise ValueError("settings_hash must be a non-empty string")
+        self.score_fn = score_fn
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.settings_hash = settings_hash
+        self.players = tuple(players) if players is not None else None
+        self.compute_seconds = 0.0
+        self._memory: dict[str, float] = {}
+
+    # -- the cache -----------------------------------------------------------------------
+    def job(self, subset: Iterable[str]) -> Job:
+        return Job.of(subset, self.settings_hash)
+
+    def path(self, job: Job) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = job.key
+        return self.cache_dir / self.settings_hash / key[:2] / f"{key}.json"
+
+    def lookup(self, job: Job) -> float | None:
+        """The cached score of ``job``, or None if it was never computed."""
+        key = job.key
+        if key in self._memory:
+            return self._memory[key]
+        path = self.path(job)
+        if path is None or not path.exists():
+            return None
+        try:
+            entry = json.loads(path.read_text())
+            if entry["settings_hash"] != job.settings_hash or tuple(entry["ids"]) != job.ids:
+                raise ValueError("entry describes a different job")
+            value = float(entry["value"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"ignoring unreadable cache entry {path}: {exc}", stacklevel=2)
+            return None
+        self._memory[key] = value
+        return value
+
+    def _store(self, job: Job, outcome: JobOutcome) -> float:
+        value = _finite(outcome.value, job.ids)
+        self._memory[job.key] = value
+        self.computed += 1
+        self.compute_seconds += outcome.seconds
+        path = self.path(job)
+        if path is not None:
+            entry = {
+                **job.to_dict(),
+                "value": value,
+                "seconds": round(outcome.seconds, 6),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps(entry))
+            os.replace(tmp, path)
+        return value
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self, ids: tuple[str, ...]) -> float:
+        job = self.job(ids)
+        cached = self.lookup(job)
+        if cached is not None:
+            self.reused += 1
+            return cached
+        return self._store(job, ScoreJobRunner(self.score_fn)(job))
+
+    def __call__(self, subset: Iterable[str]) -> float:
+        return self.evaluate(as_subset(subset))
+
+    def evaluate_many(self, subsets, backend=None):
+        """Cached scores are read; the missing ones run as jobs on ``backend`` and each is
+        written to the cache the moment it finishes, so an interruption loses only the jobs
+        in flight."""
+        jobs = [self.job(s) for s in subsets]
+        values: dict[str, float] = {}
+        missing: dict[str, Job] = {}
+        for job in jobs:
+            key = job.key
+            if key in values or key in missing:
+                continue
+            cached = self.lookup(job)
+            if cached is None:
+                missing[key] = job
+            else:
+                values[key] = cached
+                self.reused += 1
+        todo = list(missing.values())
+        if todo:
+            runner = ScoreJobRunner(self.score_fn)
+            for i, outcome in get_backend(backend).run(runner, todo):
+                values[todo[i].key] = self._store(todo[i], outcome)
+        return [values[job.key] for job in jobs]
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "computed": self.computed,
+            "reused": self.reused,
+            "compute_seconds": round(self.compute_seconds, 3),
+        }
