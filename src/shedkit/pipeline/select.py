@@ -140,15 +140,16 @@ def _write_outputs(sel: SelectionResult, timer: Timer) -> None:
             sel.selected_mask, sel.columns,
         )
     sel.files.update(subset=subset, scores=scores)
+    sel.manifest["timings"] = {k: round(v, 4) for k, v in timer.seconds.items()}
+    sel.files["manifest"] = atomic_write_json(out / "manifest.json", sel.manifest)
     try:
         from shedkit.report.html import write_report
-    except ImportError:  # the report module lands separately; the run stays usable without it
-        write_report = None
-    if write_report is not None:
-        with timer("report"):
-            sel.files["report"] = write_report(out, sel)
-    sel.manifest["timings"] = {**{k: round(v, 4) for k, v in timer.seconds.items()}}
-    sel.files["manifest"] = atomic_write_json(out / "manifest.json", sel.manifest)
+    except ImportError:  # the report module is optional at this stage; the run stays usable
+        return
+    with timer("report"):  # the report is rebuilt from the directory alone (shedkit report DIR)
+        sel.files["report"] = write_report(out)
+    sel.manifest["timings"]["report"] = round(timer.seconds["report"], 4)
+    atomic_write_json(out / "manifest.json", sel.manifest)
 
 
 class _cleanup_on_error:
