@@ -1,0 +1,139 @@
+"""Settings of the model layer as plain dataclasses (no torch here: the CLI builds its help
+text and cache keys from them without importing the model stack).
+
+Each field carries its help text in ``metadata["help"]`` (TRL-style), so a CLI can expose the
+fields as flags without repeating the documentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Sequence
+
+# Bump when a change in this package changes any number it produces (losses, scores,
+# fine-tunes): every cache key includes it, so stale cache entries are never reused.
+MODEL_LAYER_VERSION = "1"
+
+PRECISIONS = ("auto", "bf16", "fp32")
+TEMPLATES = ("auto", "chat", "plain")
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is fine-tuned on a subset (SHED proxies, LoBaSS reference, final fine-tune)."""
+
+    method: str = _f("lora", "'lora' (peft LoRA adapters on a frozen base) or 'full' (every weight is trained).")
+    epochs: float = _f(1.0, "Passes over the training rows; a fraction trains on that share of one pass.")
+    lr: float = _f(2e-4, "Peak learning rate of AdamW (2e-4 suits LoRA; use ~2e-5 for full fine-tuning).")
+    batch_size: int = _f(8, "Rows per optimiser step (before gradient accumulation).")
+    grad_accum: int = _f(1, "Micro-batches accumulated into one optimiser step.")
+    max_length: int = _f(512, "Tokens per row; longer rows lose prompt tokens first (from the left), then response tokens from the right.")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: float = _f(32.0, "LoRA scaling numerator (the update is scaled by alpha / r).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input (seeded, so still deterministic).")
+    target_modules: str = _f(
+        "all-linear",
+        "Modules that get LoRA adapters: 'all-linear' (every linear layer but the output head) "
+        "or a comma-separated list of module names, e.g. 'q_proj,v_proj'.",
+    )
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_ratio: float = _f(0.0, "Share of the steps spent warming the learning rate up linearly from 0.")
+    scheduler: str = _f("linear", "Learning-rate schedule after warm-up: 'linear' (decay to 0), 'cosine' or 'constant'.")
+    max_grad_norm: float = _f(1.0, "Gradient-norm clipping threshold (0 disables clipping).")
+    precision: str = _f("auto", "'auto' (bf16 autocast where the hardware runs it fast, else fp32), 'bf16' or 'fp32'.")
+    template: str = _f("auto", "Prompt format: 'auto' (the tokenizer's chat template, else the plain template), 'chat' or 'plain'.")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.method not in ("lora", "full"):
+            problems.append(f"method must be 'lora' or 'full', not {self.method!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.template not in TEMPLATES:
+            problems.append(f"template must be one of {TEMPLATES}, not {self.template!r}")
+        if self.scheduler not in ("linear", "cosine", "constant"):
+            problems.append(f"scheduler must be 'linear', 'cosine' or 'constant', not {self.scheduler!r}")
+        for name in ("batch_size", "grad_accum", "max_length", "lora_r"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.epochs <= 0 or self.lr <= 0:
+            problems.append("epochs and lr must be > 0")
+        if not 0 <= self.lora_dropout < 1 or not 0 <= self.warmup_ratio < 1:
+            problems.append("lora_dropout and warmup_ratio must be in [0, 1)")
+        if problems:
+            from shedkit.errors import ShedkitError
+
+            raise ShedkitError("invalid training config: " + "; ".join(problems))
+
+    def lora_targets(self) -> str | list[str]:
+        if self.target_modules == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            from shedkit.errors import ShedkitError
+
+            raise ShedkitError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How rows are scored (per-row losses, dev-set objectives)."""
+
+    batch_size: int = _f(16, "Most rows in one scoring batch (batches are length-sorted, so padding is small).")
+    max_batch_tokens: int = _f(8192, "Most tokens (rows x longest row) in one scoring batch; bounds memory.")
+    max_length: int = _f(1024, "Tokens per row when scoring; longer rows lose prompt tokens first.")
+    precision: str = _f("auto", "'auto' (bf16 autocast where the hardware runs it fast, else fp32), 'bf16' or 'fp32'.")
+    template: str = _f("auto", "Prompt format: 'auto' (the tokenizer's chat template, else the plain template), 'chat' or 'plain'.")
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS or self.template not in TEMPLATES:
+            from shedkit.errors import ShedkitError
+
+            raise ShedkitError(f"precision must be one of {PRECISIONS} and template one of {TEMPLATES}")
+        if min(self.batch_size, self.max_batch_tokens, self.max_length) < 1:
+            from shedkit.errors import ShedkitError
+
+            raise ShedkitError("batch_size, max_batch_tokens and max_length must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def field_help(cls: type) -> list[tuple[str, Any, str]]:
+    """``(name, default, help)`` for each field of a config dataclass: what a CLI exposes."""
+    out = []
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((f.name, default, f.metadata.get("help", "")))
+    return out
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace, no NaN: equal settings give equal text, hence equal hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def stable_hash(obj: Any, length: int = 32) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def records_fingerprint(records: Sequence[Any]) -> str:
+    """Content hash of a sequence of records (their ids, in order; an id hashes the turns)."""
+    return stable_hash([r.id for r in records])

@@ -1,0 +1,62 @@
+"""Device and numeric precision: one place that decides where and how models run.
+
+Weights stay in float32; "bf16" means bf16 *autocast* around forward passes (matmuls in bf16,
+reductions and the loss in float32). On CUDA, "auto" picks bf16 when the GPU supports it. On
+CPU, "auto" picks bf16 only when oneDNN reports native bf16 support (AVX512-BF16 / AMX): on a
+CPU without it (e.g. AVX2-only AMD EPYC), bf16 autocast was measured ~10x *slower* than fp32
+(see bench/bench_models.py), so "auto" stays in fp32 there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+
+import torch
+
+from shedkit.errors import ShedkitError
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` -> CUDA when present, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@lru_cache(maxsize=None)
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU executes bf16 matmuls natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - old or unusual builds
+        return False
+
+
+def resolve_precision(precision: str = "auto", device: str | torch.device | None = None) -> str:
+    """'auto' | 'bf16' | 'fp32' -> 'bf16' | 'fp32' for the given device."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ShedkitError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
+    if precision != "auto":
+        return precision
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def autocast(precision: str, device: str | torch.device | None = None):
+    """Context manager running forward passes in ``precision`` ('bf16' autocast or plain fp32)."""
+    dev = resolve_device(device)
+    if resolve_precision(precision, dev) == "bf16":
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")

@@ -1,0 +1,197 @@
+"""Records -> token ids with per-token target marks, for causal-LM training and scoring.
+
+Format: the tokenizer's chat template when it has one ("auto"/"chat"), else the plain
+template below ("plain" forces it):
+
+    {bos}### System:\\n{content}\\n\\n          (only when the record has a system turn)
+    ### User:\\n{content}\\n\\n
+    ### Assistant:\\n{content}{eos}\\n\\n
+
+Targets (the tokens whose loss is counted) are the tokens of each assistant turn's content
+plus the turn's end marker (``<|im_end|>`` under ChatML, ``{eos}`` under the plain template),
+so that a fine-tuned model learns where to stop. Everything else (system/user turns, role
+headers, template boilerplate) is context only. ``groups[i] = k`` marks token ``i`` as a target
+belonging to the k-th assistant turn (1-based); ``0`` means not a target. Token 0 is never a
+target (nothing precedes it).
+
+Rows longer than ``max_length`` are truncated keeping the response: prompt tokens go first,
+from the left (the end of the prompt, next to the response, stays), down to a floor of
+``max_length // 4`` prompt tokens; only then is the response cut, from the right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from shedkit.data.records import Record, Turn
+from shedkit.errors import ShedkitError
+
+PLAIN_HEADERS = {"system": "### System:\n", "user": "### User:\n", "assistant": "### Assistant:\n"}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: np.ndarray  # int64 token ids
+    groups: np.ndarray  # int16: 0 = context, k >= 1 = target token of the k-th assistant turn
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_targets(self) -> int:
+        return int(np.count_nonzero(self.groups[1:]))
+
+
+def uses_chat_template(tokenizer, template: str = "auto") -> bool:
+    if template == "plain":
+        return False
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if template == "chat" and not has:
+        raise ShedkitError(f"template='chat' but the tokenizer {tokenizer.name_or_path!r} has no chat template; use 'auto' or 'plain'")
+    return has
+
+
+def render(tokenizer, turns: Sequence[Turn], template: str = "auto") -> tuple[str, list[tuple[int, int]]]:
+    """The conversation as text, and the character span of each assistant turn's target
+    text (content + end-of-turn marker, trailing whitespace excluded)."""
+    if uses_chat_template(tokenizer, template):
+        return _render_chat(tokenizer, turns)
+    return _render_plain(tokenizer, turns)
+
+
+def _render_plain(tokenizer, turns: Sequence[Turn]) -> tuple[str, list[tuple[int, int]]]:
+    eos = tokenizer.eos_token or ""
+    parts = [tokenizer.bos_token or ""]
+    spans = []
+    pos = len(parts[0])
+    for turn in turns:
+        header = PLAIN_HEADERS[turn.role]
+        body = turn.content + (eos if turn.role == "assistant" else "")
+        if turn.role == "assistant":
+            spans.append((pos + len(header), pos + len(header) + len(body)))
+        piece = header + body + "\n\n"
+        parts.append(piece)
+        pos += len(piece)
+    return "".join(parts), spans
+
+
+def _chat(tokenizer, turns: Sequence[Turn], generation_prompt: bool) -> str:
+    messages = [{"role": t.role, "content": t.content} for t in turns]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _render_chat(tokenizer, turns: Sequence[Turn]) -> tuple[str, list[tuple[int, int]]]:
+    full = _chat(tokenizer, turns, False)
+    spans = []
+    for k, turn in enumerate(turns):
+        if turn.role != "assistant":
+            continue
+        upto = _chat(tokenizer, turns[: k + 1], False)
+        if not full.startswith(upto):
+            raise ShedkitError(
+                f"the chat template of {tokenizer.name_or_path!r} does not render a conversation's "
+                "prefix as a prefix of the whole; use template='plain'"
+            )
+        end = len(upto.rstrip())
+        start = -1
+        if k > 0:
+            prefix = _chat(tokenizer, turns[:k], True)
+            if upto.startswith(prefix):
+                start = len(prefix)
+        if start < 0:  # e.g. a template that adds a default system prompt before a lone turn
+            content = turn.content.strip()
+            start = upto.rfind(content, 0, end) if content else end
+            if start < 0:
+                raise ShedkitError(f"cannot locate an assistant turn in the output of the chat template of {tokenizer.name_or_path!r}; use template='plain'")
+            start = min(start, end)
+        spans.append((start, end))
+    return full, spans
+
+
+def _tokenize_with_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        groups = np.zeros(len(ids), dtype=np.int16)
+        for k, (s, e) in enumerate(spans, start=1):
+            if e > s:
+                groups[(offsets[:, 0] < e) & (offsets[:, 1] > s)] = k
+        return ids, groups
+    # slow tokenizers have no offsets: tokenize the pieces between span borders separately
+    ids_parts, group_parts, pos = [], [], 0
+    for k, (s, e) in enumerate(spans, start=1):
+        for piece, g in ((text[pos:s], 0), (text[s:e], k)):
+            piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+            ids_parts.append(np.asarray(piece_ids, dtype=np.int64))
+            group_parts.append(np.full(len(piece_ids), g, dtype=np.int16))
+        pos = e
+    tail = tokenizer(text[pos:], add_special_tokens=False)["input_ids"] if text[pos:] else []
+    ids_parts.append(np.asarray(tail, dtype=np.int64))
+    group_parts.append(np.zeros(len(tail), dtype=np.int16))
+    return np.concatenate(ids_parts), np.concatenate(group_parts)
+
+
+def truncate(ids: np.ndarray, groups: np.ndarray, max_length: int) -> Encoded:
+    """Cut to ``max_length`` tokens keeping the response (see the module docstring)."""
+    groups = groups.copy()
+    if len(ids) > max_length:
+        targets = np.flatnonzero(groups)
+        first = int(targets[0]) if len(targets) else len(ids)
+        rest = len(ids) - first
+        keep_prompt = min(first, max(max_length - rest, max_length // 4))
+        keep_rest = max_length - keep_prompt
+        ids = np.concatenate([ids[first - keep_prompt : first], ids[first : first + keep_rest]])
+        groups = np.concatenate([groups[first - keep_prompt : first], groups[first : first + keep_rest]])
+    if len(groups):
+        groups[0] = 0
+    return Encoded(ids, groups)
+
+
+def encode_turns(tokenizer, turns: Sequence[Turn], max_length: int, template: str = "auto") -> Encoded:
+    text, spans = render(tokenizer, turns, template)
+    ids, groups = _tokenize_with_spans(tokenizer, text, spans)
+    return truncate(ids, groups, max_length)
+
+
+def has_empty_response(record: Record) -> bool:
+    """True when every assistant turn of the record is empty or whitespace."""
+    return all(not t.content.strip() for t in record.turns if t.role == "assistant")
+
+
+def encode_record(tokenizer, record: Record, max_length: int, template: str = "auto") -> Encoded:
+    """Every assistant turn is a target (multi-turn rows train and score on all of them)."""
+    return encode_turns(tokenizer, record.turns, max_length, template)
+
+
+def encode_response_alone(tokenizer, record: Record, max_length: int, template: str = "auto") -> Encoded:
+    """The last response as a conversation of its own (no system/user turns): the IFD
+    denominator, "the response's loss without its instruction"."""
+    return encode_turns(tokenizer, (Turn("assistant", record.response),), max_length, template)
+
+
+def encode_continuation(tokenizer, context: str, continuation: str, max_length: int) -> Encoded:
+    """Context + continuation as lm-evaluation-harness encodes a loglikelihood request: no
+    special tokens; trailing spaces of the context move to the continuation; the continuation's
+    tokens are those of ``tok(context + continuation)`` after ``len(tok(context))``; an empty
+    context becomes the EOS/BOS token; over-long pairs lose tokens from the left."""
+    n_space = len(context) - len(context.rstrip(" "))
+    if n_space:
+        continuation = context[-n_space:] + continuation
+        context = context[:-n_space]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    if context:
+        ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+        cont = whole[len(ctx) :]
+    else:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        ctx, cont = [prefix], whole
+    if not cont:
+        raise ShedkitError(f"the continuation {continuation!r} encodes to no tokens")
+    ids = np.asarray(ctx + cont, dtype=np.int64)[-max_length:]
+    groups = np.zeros(len(ids), dtype=np.int16)
+    groups[len(ids) - min(len(cont), len(ids) - 1) :] = 1
+    return Encoded(ids, groups)

@@ -1,0 +1,269 @@
+"""Fine-tune a causal LM on a set of records: LoRA (peft) by default, or full fine-tuning.
+
+A plain torch loop, deterministic: the row order comes from ``np.random.default_rng(seed)``,
+LoRA initialisation and dropout from ``torch.manual_seed(seed)`` inside ``fork_rng`` (the
+caller's global RNG state is untouched), so the same rows + config + seed give bitwise the same
+weights on the same machine. The loss counts response tokens only (see ``encode``): per
+optimiser step, the summed token loss over all its micro-batches divided by their target
+token count. Each epoch is shuffled and batched separately (a few rows for 2 epochs = 2 steps).
+
+Every fine-tune starts from the base model and leaves it as it was:
+- ``finetune`` deep-copies an in-memory base (or loads a spec afresh) and returns a new model;
+- ``finetuned`` (context manager, used by ``finetune_and_score``) trains LoRA adapters on the
+  shared base in place and unloads them on exit (the base's weights are never written: they
+  are frozen), restoring its ``requires_grad`` flags; full fine-tuning there uses a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from shedkit.data.records import Record
+from shedkit.errors import ShedkitError
+from shedkit.models.config import TrainConfig
+from shedkit.models.device import autocast, model_device, resolve_precision
+from shedkit.models.encode import encode_record, has_empty_response
+from shedkit.models.scoring import collate, pad_id_of, target_logits
+
+
+@dataclass
+class TrainStats:
+    step_losses: list[float] = field(default_factory=list)  # mean response-token loss per optimiser step
+    steps: int = 0
+    rows: int = 0  # training rows used (after skipping empty responses)
+    tokens: int = 0  # target tokens seen, summed over epochs
+    skipped: list[str] = field(default_factory=list)  # ids of rows skipped for an empty response
+    seconds: float = 0.0
+    precision: str = "fp32"
+    trainable_params: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FineTuneResult:
+    model: Any  # a peft PeftModel (LoRA) or the fully fine-tuned model, in eval mode
+    tokenizer: Any
+    config: TrainConfig
+    seed: int
+    stats: TrainStats
+    base_model: str | None = None  # the spec it started from, when known
+
+
+def _epoch_batches(n: int, config: TrainConfig, seed: int) -> list[list[list[int]]]:
+    """Optimiser steps, each a list of micro-batches of row indices."""
+    rng = np.random.default_rng(seed)
+    micro: list[list[int]] = []
+    whole, frac = int(config.epochs), config.epochs - int(config.epochs)
+    for epoch in range(whole + (1 if frac > 0 else 0)):
+        order = rng.permutation(n)
+        if epoch == whole:  # the fractional last epoch
+            order = order[: max(1, math.ceil(frac * n))]
+        micro += [order[i : i + config.batch_size].tolist() for i in range(0, len(order), config.batch_size)]
+    return [micro[i : i + config.grad_accum] for i in range(0, len(micro), config.grad_accum)]
+
+
+def _lr_lambda(config: TrainConfig, total: int):
+    warmup = math.ceil(config.warmup_ratio * total)
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if config.scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    return f
+
+
+def _attach_lora(model, config: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=config.lora_targets(), bias="none", task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(model, lora)
+
+
+def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainConfig, seed: int, progress: bool):
+    """Train ``model`` (LoRA: wrap it; full: unfreeze it) and return ``(model, stats)``."""
+    from tqdm.auto import tqdm
+
+    stats = TrainStats(skipped=[r.id for r in records if has_empty_response(r)])
+    rows = [r for r in records if not has_empty_response(r)]
+    encoded = [encode_record(tokenizer, r, config.max_length, config.template) for r in rows]
+    stats.rows = len(encoded)
+    device = model_device(model)
+    stats.precision = resolve_precision(config.precision, device)
+    if not encoded:
+        raise ShedkitError("nothing to fine-tune on: every training row has an empty response")
+    pad = pad_id_of(tokenizer)
+    steps = _epoch_batches(len(encoded), config, seed)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if config.method == "lora":
+            model = _attach_lora(model, config)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        stats.trainable_params = sum(p.numel() for p in params)
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=False)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(steps)))
+        model.train()
+        try:
+            for step in tqdm(steps, desc="fine-tuning", unit="step", disable=not progress, leave=False):
+                n_tok = sum(encoded[i].n_targets for mb in step for i in mb)
+                total = 0.0
+                for mb in step:
+                    batch = collate([encoded[i] for i in mb], pad, device)
+                    with autocast(config.precision, device):
+                        logits = target_logits(model, batch)
+                    nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
+                    (nll / n_tok).backward()
+                    total += float(nll.detach())
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                stats.step_losses.append(total / n_tok)
+                stats.tokens += n_tok
+        finally:
+            model.eval()
+    for p in params:
+        p.grad = None
+    stats.steps = len(steps)
+    stats.seconds = time.perf_counter() - start
+    if not all(math.isfinite(x) for x in stats.step_losses):
+        raise ShedkitError(f"fine-tuning diverged (non-finite loss); lower the learning rate (lr={config.lr})")
+    return model, stats
+
+
+def finetune(
+    model,
+    tokenizer=None,
+    records: Sequence[Record] = (),
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    *,
+    device=None,
+    progress: bool = True,
+) -> FineTuneResult:
+    """Fine-tune a new model on ``records``; the base is never modified.
+
+    model -- a spec (alias, path, hub id: loaded afresh) or an in-memory model (deep-copied);
+             ``tokenizer`` is required with an in-memory model.
+    """
+    config = config or TrainConfig()
+    spec = None
+    if isinstance(model, (str, os.PathLike)):
+        from shedkit.models.loading import load_model
+
+        spec = str(model)
+        model, loaded_tok = load_model(spec, device=device)
+        tokenizer = tokenizer or loaded_tok
+    else:
+        if tokenizer is None:
+            raise ShedkitError("finetune(model, tokenizer, ...): a tokenizer is required with an in-memory model")
+        model = copy.deepcopy(model)
+    trained, stats = _train_in_place(model, tokenizer, records, config, seed, progress)
+    return FineTuneResult(trained, tokenizer, config, seed, stats, base_model=spec)
+
+
+@contextlib.contextmanager
+def finetuned(
+    base, tokenizer, records: Sequence[Record], config: TrainConfig | None = None, seed: int = 0, *, progress: bool = False
+) -> Iterator[FineTuneResult]:
+    """The base fine-tuned on ``records`` for the duration of the block, then restored.
+
+    LoRA trains adapters on ``base`` in place (no copy) and removes them on exit; full
+    fine-tuning trains a deep copy. Do not use ``base`` elsewhere inside the block.
+    """
+    config = config or TrainConfig()
+    if config.method != "lora":
+        yield finetune(base, tokenizer, records, config, seed, progress=progress)
+        return
+    flags = [p.requires_grad for p in base.parameters()]
+    was_training = base.training
+    wrapped = None
+    try:
+        wrapped, stats = _train_in_place(base, tokenizer, records, config, seed, progress)
+        yield FineTuneResult(wrapped, tokenizer, config, seed, stats)
+    finally:
+        if wrapped is not None:
+            wrapped.unload()
+        _strip_lora(base)  # whatever an interrupted attach/training left behind (no-op otherwise)
+        for p, flag in zip(base.parameters(), flags):
+            p.requires_grad_(flag)
+        base.train(was_training)
+
+
+def _strip_lora(model) -> None:
+    """Replace every peft wrapper module left in ``model`` by the layer it wraps."""
+    for name, module in list(model.named_modules()):
+        if "." in name and hasattr(module, "base_layer") and hasattr(module, "lora_A"):
+            parent, child = name.rsplit(".", 1)
+            setattr(model.get_submodule(parent), child, module.base_layer)
+
+
+def save_finetuned(result: FineTuneResult, out_dir: str | os.PathLike, *, merged: bool = False) -> Path:
+    """Write the fine-tuned model as safetensors, atomically (temp dir + rename).
+
+    LoRA results are saved as the adapter (adapter_model.safetensors + adapter_config.json)
+    unless ``merged``; a merged or fully fine-tuned model is saved whole. The tokenizer and
+    ``shedkit_train.json`` (base model, train config, seed, stats) go alongside, so
+    ``load_model(out_dir)`` loads it back (an adapter is applied to its base and merged).
+    """
+    out = Path(out_dir)
+    if out.exists():
+        raise ShedkitError(f"{out} already exists; choose a new directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
+    model = result.model
+    is_peft = hasattr(model, "peft_config")
+    try:
+        if is_peft and merged:
+            copy.deepcopy(model).merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            if is_peft and result.base_model:
+                for cfg in model.peft_config.values():
+                    cfg.base_model_name_or_path = result.base_model
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        if result.tokenizer is not None:
+            result.tokenizer.save_pretrained(str(tmp))
+        meta = {
+            "base_model": result.base_model,
+            "kind": "lora-adapter" if is_peft and not merged else "model",
+            "train_config": result.config.to_dict(),
+            "seed": result.seed,
+            "stats": result.stats.to_dict(),
+        }
+        (tmp / "shedkit_train.json").write_text(json.dumps(meta, indent=1))
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

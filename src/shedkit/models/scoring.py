@@ -1,0 +1,155 @@
+"""The one batched forward pass that every loss, objective and training step goes through.
+
+``target_logits`` runs the decoder and applies the output head only at the positions that
+predict a target token (response tokens), which skips most of the head's cost on prompts.
+``token_logprobs`` scores many sequences in length-sorted batches (longest first, so a batch
+pads to within a few tokens of its own rows and out-of-memory shows up on the first batch),
+and returns each sequence's target log-probabilities in input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from shedkit.models.device import autocast, model_device
+from shedkit.models.encode import Encoded
+
+# configs whose head output is transformed before the softmax: use the model's own logits
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+HEAD_CHUNK = 2048  # target positions per head matmul when scoring (bounds logits memory)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L] (each sequence without its last token)
+    attention_mask: torch.Tensor  # [B, L]
+    rows: torch.Tensor  # [N] batch row of each target
+    positions: torch.Tensor  # [N] hidden-state position that predicts each target
+    targets: torch.Tensor  # [N] target token ids
+    counts: list[int]  # targets per sequence, in batch order
+    groups: list[np.ndarray]  # the group mark of each target, per sequence
+
+
+def collate(seqs: Sequence[Encoded], pad_id: int, device: torch.device) -> Batch:
+    """Right-padded inputs (sequence minus its last token) and the flat target index."""
+    width = max(max(len(s) - 1 for s in seqs), 1)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    rows, positions, targets, counts, groups = [], [], [], [], []
+    for b, s in enumerate(seqs):
+        n = len(s) - 1
+        ids[b, :n] = s.ids[:-1]
+        mask[b, :n] = 1
+        where = np.flatnonzero(s.groups[1:]) + 1  # target token positions in the sequence
+        rows.append(np.full(len(where), b))
+        positions.append(where - 1)
+        targets.append(s.ids[where])
+        counts.append(len(where))
+        groups.append(s.groups[where])
+    cat = lambda xs: torch.from_numpy(np.concatenate(xs).astype(np.int64)).to(device)  # noqa: E731
+    return Batch(
+        torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device),
+        cat(rows), cat(positions), cat(targets), counts, groups,
+    )
+
+
+def _decoder_and_head(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if any(getattr(base.config, a, None) not in (None, 1, 1.0) for a in _LOGIT_TRANSFORMS):
+        return None
+    try:
+        decoder, head = base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or decoder is base:
+        return None
+    return decoder, head
+
+
+def target_logits(model, batch: Batch, head_chunk: int | None = None) -> torch.Tensor:
+    """Logits ``[N, V]`` (float32) at the positions that predict the batch's targets."""
+    split = _decoder_and_head(model)
+    if split is None:  # generic path: the model's own (full) logits
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        return logits[batch.rows, batch.positions].float()
+    decoder, head = split
+    hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
+    picked = hidden[batch.rows, batch.positions]
+    if head_chunk is None or len(picked) <= head_chunk:
+        return head(picked).float()
+    return torch.cat([head(picked[i : i + head_chunk]).float() for i in range(0, len(picked), head_chunk)])
+
+
+def target_logprobs(model, batch: Batch, head_chunk: int | None = None) -> torch.Tensor:
+    """log p(target) for each target of the batch, float32 ``[N]``."""
+    logits = target_logits(model, batch, head_chunk)
+    return torch.log_softmax(logits, dim=-1).gather(1, batch.targets[:, None]).squeeze(1)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped longest first; a batch holds at most ``batch_size`` rows and
+    ``max_batch_tokens`` padded tokens (always at least one row)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches, current = [], []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_id_of(tokenizer) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tid is not None:
+            return int(tid)
+    return 0  # pragma: no cover
+
+
+@torch.inference_mode()
+def token_logprobs(
+    model,
+    seqs: Sequence[Encoded],
+    pad_id: int,
+    batch_size: int = 16,
+    max_batch_tokens: int = 8192,
+    precision: str = "auto",
+    progress: bool = False,
+    desc: str = "scoring",
+    sort: bool = True,
+) -> list[np.ndarray]:
+    """Per sequence, the float64 log-probabilities of its target tokens, in input order.
+
+    sort -- length-sorted batches (default); False keeps input order (for comparisons only).
+    """
+    from tqdm.auto import tqdm
+
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    lengths = [max(len(s) - 1, 1) for s in seqs]
+    if sort:
+        batches = length_sorted_batches(lengths, batch_size, max_batch_tokens)
+    else:
+        batches = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
+    out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
+    try:
+        with tqdm(total=len(seqs), desc=desc, unit="row", disable=not progress, leave=False) as bar:
+            for idx in batches:
+                batch = collate([seqs[i] for i in idx], pad_id, device)
+                with autocast(precision, device):
+                    lp = target_logprobs(model, batch, head_chunk=HEAD_CHUNK)
+                parts = np.split(lp.double().cpu().numpy(), np.cumsum(batch.counts)[:-1])
+                for i, part in zip(idx, parts):
+                    out[i] = part
+                bar.update(len(idx))
+    finally:
+        model.train(was_training)
+    return out
