@@ -178,3 +178,26 @@ def test_registry_errors_name_the_choices():
         make_estimator("shed", removal_k=0)
     with pytest.raises(ShedkitError, match="distinct"):
         ShedRemoval().fit(GAMES["glove"], players=["L0", "L0"])
+
+
+def test_truncated_mc_when_empty_and_full_already_agree():
+    # v(∅) == v(full): every permutation truncates at once, every marginal is 0
+    game = AdditiveGame([1.0, -1.0, 0.5, -0.5])
+    result = TruncatedMonteCarlo(stop=MaxPermutations(5), seed=0).fit(game).result_
+    assert result.n_permutations == 5 and not result.marginals.any()
+    assert result.n_evaluations == 2
+
+
+def test_unbounded_rule_warns_and_progress_bar_runs():
+    from shedkit.value import StandardErrorBelow
+
+    with pytest.warns(UserWarning, match="caps neither"):
+        ShedRemoval(stop=StandardErrorBelow(10.0), seed=0).fit(GAMES["glove"])
+    result = ShedRemoval(stop=MaxPermutations(3), seed=0, progress=True).fit(GAMES["glove"]).result_
+    assert result.n_permutations == 3
+
+
+def test_unseeded_run_records_its_seed_and_can_be_replayed():
+    first = PermutationMonteCarlo(stop=MaxPermutations(4)).fit(GAMES["random7"]).result_
+    again = PermutationMonteCarlo(stop=MaxPermutations(4), seed=first.seed).fit(GAMES["random7"]).result_
+    assert np.array_equal(first.values, again.values)

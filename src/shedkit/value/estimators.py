@@ -25,6 +25,7 @@ import difflib
 import itertools
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Generator, Iterable, Iterator, Sequence
 
@@ -114,8 +115,23 @@ class PermutationEstimator:
         if len(set(players)) != len(players):
             raise ShedkitError("player ids must be distinct (key proxies by record id)")
         stop = self.stop if self.stop is not None else MaxPermutations(DEFAULT_PERMUTATIONS)
+        if not stop.bounded:
+            warnings.warn(
+                f"stopping rule {stop} caps neither permutations, evaluations nor time: "
+                "the run may go on for long; add MaxPermutations/MaxEvaluations/MaxTime",
+                stacklevel=2,
+            )
         seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+        owned = not isinstance(backend, Backend)  # built here from a name: closed here
         backend = get_backend(backend)
+        try:
+            self.result_ = self._fit(utility, players, stop, seed, backend)
+        finally:
+            if owned:
+                backend.close()
+        return self
+
+    def _fit(self, utility, players, stop, seed, backend) -> ValuationResult:
         run = _Run(self, utility, players, backend)
         start = time.monotonic()
         computed0, reused0 = utility.computed, utility.reused
@@ -149,7 +165,7 @@ class PermutationEstimator:
                         break
         finally:
             bar.close()
-        self.result_ = ValuationResult(
+        return ValuationResult(
             players=players,
             marginals=np.array(rows).reshape(-1, len(players)),
             unit_size=self.unit_size,
@@ -165,7 +181,6 @@ class PermutationEstimator:
             n_reused=utility.reused - reused0,
             elapsed=time.monotonic() - start,
         )
-        return self
 
     def expected_values(self, utility: Utility, players: Sequence[str] | None = None) -> dict[str, float]:
         """The exact mean of this estimator's marginals over all n! permutations (n ≤ 8).
@@ -210,8 +225,13 @@ class _Run:
         walks = [(s, self.estimator.walk(p, ctx)) for s, sample in enumerate(samples) for p in sample]
         marginals: dict[int, list[np.ndarray]] = {s: [] for s in range(len(samples))}
         used: list[set[Subset]] = [set() for _ in samples]
-        requests = [(s, w, next(w)) for s, w in walks]
         results: dict[int, np.ndarray] = {}
+        requests = []
+        for s, w in walks:
+            try:
+                requests.append((s, w, next(w)))
+            except StopIteration as done:  # a walk that needs no evaluation (TMC at once)
+                results[id(w)] = done.value
         while requests:
             self.values([sub for _, _, req in requests for sub in req])
             nxt = []

@@ -150,9 +150,12 @@ class ProxyLikeGame(Game):
 
     Each proxy has a quality q_i (log-normal; a fraction ``harmful`` of them negative, like
     corrupted rows) and a topic. Helpful proxies of one topic have diminishing returns,
-    cap·tanh(Σ q / cap), so they interact; harmful ones add linearly. Each subset gets
-    deterministic noise of scale ``noise`` (a hash of the subset seeds it), as a fine-tune with
-    a fixed seed is repeatable but not smooth in its data. No closed form: estimate a reference.
+    cap·tanh(Σ q / cap), so they interact; harmful ones add linearly; the total saturates again,
+    G·tanh(total / G) with G = ``saturation`` × the best reachable total, so the game has
+    interactions of every order (a game with only pairwise interactions would flatter
+    antithetic sampling, which is exact on those). Each subset gets deterministic noise of
+    scale ``noise`` (a hash of the subset seeds it), as a fine-tune with a fixed seed is
+    repeatable but not smooth in its data. No closed form: estimate a reference.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class ProxyLikeGame(Game):
         harmful: float = 0.15,
         noise: float = 0.02,
         base: float = -2.0,
+        saturation: float = 0.6,
     ):
         super().__init__(_names("x", n_players))
         rng = np.random.default_rng(seed)
@@ -172,13 +176,15 @@ class ProxyLikeGame(Game):
         self.topic = rng.integers(0, n_topics, size=n_players)
         helpful_mass = np.bincount(self.topic, weights=np.maximum(self.quality, 0), minlength=n_topics)
         self.cap = 0.5 * helpful_mass + 1e-9
+        self.ceiling = saturation * float(np.sum(self.cap * np.tanh(helpful_mass / self.cap))) + 1e-9
         self.n_topics, self.noise, self.base, self.seed = n_topics, float(noise), float(base), seed
 
     def evaluate(self, ids):
         m = self.mask(ids)
         q, topic = self.quality[m], self.topic[m]
         mass = np.bincount(topic, weights=np.maximum(q, 0), minlength=self.n_topics)
-        value = self.base + float(np.sum(self.cap * np.tanh(mass / self.cap))) + float(q[q < 0].sum())
+        total = float(np.sum(self.cap * np.tanh(mass / self.cap))) + float(q[q < 0].sum())
+        value = self.base + self.ceiling * math.tanh(total / self.ceiling)
         if self.noise:
             digest = hashlib.blake2b(
                 np.packbits(m).tobytes() + self.seed.to_bytes(8, "little", signed=True), digest_size=16
