@@ -1,12 +1,13 @@
 """CachedUtility: keyed by sorted ids + settings hash, one JSON file per evaluation, counts."""
 
 import json
+import pickle
 
 import pytest
 
 from shedkit.errors import ShedkitError
 from shedkit.execute import Job, hash_settings
-from shedkit.value import AdditiveGame, CachedUtility
+from shedkit.value import AdditiveGame, CachedUtility, ScoreFunction
 
 
 class CountingScore:
@@ -88,3 +89,22 @@ def test_hash_settings_is_order_insensitive_and_sensitive_to_values():
     a = hash_settings({"model": "smollm2", "lr": 1e-4, "seed": 0})
     assert a == hash_settings({"seed": 0, "lr": 1e-4, "model": "smollm2"})
     assert a != hash_settings({"model": "smollm2", "lr": 2e-4, "seed": 0})
+
+
+class GameScore(ScoreFunction):
+    """A score function as the lead's fine-tune would be: config in, heavy state built lazily."""
+
+    def score(self, ids):
+        game = self.state.setdefault("game", AdditiveGame(self.config["weights"], base=self.config["base"]))
+        return game(ids)
+
+
+def test_score_function_pickles_config_only_and_hashes_it(tmp_path):
+    fn = GameScore(weights={"rec-a": 1.0, "rec-b": 2.0}, base=0.5)
+    assert fn(("rec-b",)) == 2.5 and "game" in fn.state
+    clone = pickle.loads(pickle.dumps(fn))
+    assert clone.state == {} and clone.config == fn.config and clone(("rec-a",)) == 1.5
+    assert clone.settings_hash == fn.settings_hash
+    assert GameScore(weights={"rec-a": 1.0, "rec-b": 2.0}, base=0.6).settings_hash != fn.settings_hash
+    util = CachedUtility(fn, tmp_path, fn.settings_hash)
+    assert util(()) == 0.5

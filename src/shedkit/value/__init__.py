@@ -33,7 +33,7 @@ from shedkit.value.stopping import (
     StoppingRule,
     build_stopping_rule,
 )
-from shedkit.value.utility import CachedUtility, FunctionUtility, Utility
+from shedkit.value.utility import CachedUtility, FunctionUtility, ScoreFunction, Utility
 
 __all__ = [
     "ESTIMATORS",
@@ -52,6 +52,7 @@ __all__ = [
     "ProxyLikeGame",
     "RandomGame",
     "RankStability",
+    "ScoreFunction",
     "ShedRemoval",
     "StandardErrorBelow",
     "StoppingRule",

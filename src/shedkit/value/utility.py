@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence
 
 from shedkit.errors import ShedkitError
 from shedkit.execute.backends import Backend, get_backend
-from shedkit.execute.jobs import Job, JobOutcome, ScoreJobRunner
+from shedkit.execute.jobs import Job, JobOutcome, ScoreJobRunner, hash_settings
 
 ScoreFn = Callable[[tuple[str, ...]], float]
 
@@ -43,6 +43,46 @@ def _finite(value: float, ids: tuple[str, ...]) -> float:
             "a utility must be a finite number (did the fine-tune diverge?)"
         )
     return value
+
+
+class ScoreFunction:
+    """Base for picklable score functions: ``score(ids) -> float`` configured by JSON-able
+    settings only.
+
+    Subclasses implement ``score(ids)`` and build heavy state (a loaded model, a tokenizer, the
+    dev set) lazily through ``self.state``, a per-process dict that is dropped when the object
+    is pickled, so process-pool and Ray workers receive just the config and load once each.
+    ``settings_hash`` covers the class and its config: pass it to ``CachedUtility``.
+
+        class ProxyFineTuneScore(ScoreFunction):
+            def score(self, ids):
+                model = self.state.setdefault("base", None) or load(...)  # once per process
+                return objective(finetune(model, ids)) if ids else objective(model)
+    """
+
+    def __init__(self, **config):
+        self.config = config
+        self.state: dict = {}
+
+    @property
+    def settings_hash(self) -> str:
+        cls = type(self)
+        return hash_settings({"score_fn": f"{cls.__module__}.{cls.__qualname__}", **self.config})
+
+    def score(self, ids: tuple[str, ...]) -> float:
+        raise NotImplementedError
+
+    def __call__(self, ids: tuple[str, ...]) -> float:
+        return self.score(tuple(ids))
+
+    def __getstate__(self):
+        return {"config": self.config}
+
+    def __setstate__(self, state):
+        self.config, self.state = state["config"], {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
 
 
 class Utility:
