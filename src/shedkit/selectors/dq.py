@@ -35,6 +35,7 @@ No torch here.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -124,25 +125,36 @@ def _greedy_blocked(emb: np.ndarray, size: int, cache_columns: int) -> tuple[np.
     """The greedy on all rows of ``emb`` without the similarity matrix.
 
     sum_j s(j, x) = e_x . sum_j e_j. The similarity column of a pick comes from a cache of
-    ``cache_columns`` columns held for the current top gains; when a pick is not cached, the
-    cache is refilled with the current top gains, computing (one matrix product) only the
-    columns it lacks. Similarities never change, so cached columns never go stale.
+    columns held for the current top gains; when a pick is not cached, the cache is refilled
+    with the current top gains, computing (one matrix product) only the columns it lacks.
+    Similarities never change, so cached columns never go stale. The refill size adapts
+    between 8 and ``cache_columns``: halved when few cached columns were used before the next
+    miss (gains reshuffle fast), doubled when most were.
     """
     m = emb.shape[0]
-    k = max(1, min(cache_columns, m))
+    k_max = max(1, min(cache_columns, m))
+    k = k_max
     gain = (emb @ emb.sum(axis=0, dtype=np.float64).astype(np.float32)).astype(np.float64)
-    cache = np.empty((k, m), dtype=np.float32)  # row s = similarities of column column_in[s]
+    cache = np.empty((k_max, m), dtype=np.float32)  # row s = similarities of column column_in[s]
     slot_of = np.full(m, -1, dtype=np.int64)
-    column_in = np.full(k, -1, dtype=np.int64)
+    column_in = np.full(k_max, -1, dtype=np.int64)
     picks = np.empty(size, dtype=np.int64)
     gains = np.empty(size, dtype=np.float64)
+    hits = 0
     for t in range(size):
         x = int(np.argmax(gain))
         picks[t], gains[t] = x, gain[x]
-        if slot_of[x] < 0:
+        if slot_of[x] >= 0:
+            hits += 1
+        else:
+            if t:  # adapt the refill size to how long the last one lasted
+                k = max(min(8, k_max), k // 2) if hits < k // 8 else min(k_max, 2 * k) if hits >= k // 2 else k
+            hits = 0
             top = np.argpartition(-gain, k - 1)[:k] if k < m else np.arange(m)
             wanted = np.zeros(m, dtype=bool)
             wanted[top] = True
+            if not wanted[x]:  # more than k rows tie with the best gain: make sure x is cached
+                wanted[top[0]], wanted[x], top[0] = False, True, x
             need = top[slot_of[top] < 0]
             free = np.flatnonzero((column_in < 0) | ~wanted[column_in])[: len(need)]
             slot_of[column_in[free][column_in[free] >= 0]] = -1
@@ -187,8 +199,10 @@ def kmeans_partitions(emb: np.ndarray, partition_size: int, seed: int | None = 0
         return [np.arange(n)]
     from sklearn.cluster import MiniBatchKMeans
 
-    km = MiniBatchKMeans(n_clusters=n_parts, random_state=seed, n_init=3, batch_size=min(n, 4096))
-    labels = km.fit_predict(emb)
+    km = MiniBatchKMeans(n_clusters=n_parts, random_state=seed, n_init=1, batch_size=min(n, 4096))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate rows: fewer distinct points than clusters
+        labels = km.fit_predict(emb)
     parts: list[np.ndarray] = []
     for c in range(n_parts):
         rows = np.flatnonzero(labels == c)

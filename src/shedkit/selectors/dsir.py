@@ -13,8 +13,9 @@ Deliberate differences from the reference, each a parameter:
 
 * ``smoothing``: additive (Laplace) pseudo-count per bucket, default 1; the reference adds
   1e-8 to the probabilities instead (``smoothing="reference"`` reproduces it);
-* ``hashing``: MurmurHash3 through scikit-learn's ``HashingVectorizer`` (C speed, default);
-  ``"sha256"`` hashes each n-gram as the reference does, bucket for bucket (slow, for parity);
+* ``hashing``: ``"sha256"`` (default) buckets each n-gram exactly as the reference does;
+  ``"murmur3"`` uses scikit-learn's ``HashingVectorizer`` (about 1.7x faster features, other
+  collisions: Spearman ~0.96 against sha256 at 10,000 buckets on noisy-mix-v1);
 * no minimum length (the reference drops rows shorter than 100 tokens, which suits web text,
   not instruction data); ``min_tokens`` brings it back;
 * ``normalize=True`` divides each log weight by the row's token count. As published, a log
@@ -55,7 +56,7 @@ def ngram_counts(
     texts: Sequence[str],
     num_buckets: int = 10_000,
     ngrams: int = 2,
-    hashing: Literal["murmur3", "sha256"] = "murmur3",
+    hashing: Literal["murmur3", "sha256"] = "sha256",
 ):
     """Hashed 1..``ngrams``-gram counts of lowercased word-punct tokens: a CSR matrix (len(texts), num_buckets)."""
     if hashing == "murmur3":
@@ -163,7 +164,7 @@ class HashedNgramDSIR:
         num_buckets: int = 10_000,
         ngrams: int = 2,
         smoothing: Smoothing = 1.0,
-        hashing: Literal["murmur3", "sha256"] = "murmur3",
+        hashing: Literal["murmur3", "sha256"] = "sha256",
         chunk_size: int = 4096,
         progress: bool = False,
     ):
@@ -311,7 +312,7 @@ def dsir_select(
     top_k: bool = False,
     min_tokens: int = 0,
     seed: int | None = 0,
-    hashing: Literal["murmur3", "sha256"] = "murmur3",
+    hashing: Literal["murmur3", "sha256"] = "sha256",
     chunk_size: int = 4096,
     progress: bool = False,
 ) -> DSIRSelection:
