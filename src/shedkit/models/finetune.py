@@ -94,6 +94,16 @@ def _lr_lambda(config: TrainConfig, total: int):
     return f
 
 
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence peft/transformers warnings that say nothing to a shedkit user (a deprecation
+    inside peft; "no config file in <alias>" when saving an adapter of an aliased base)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        warnings.filterwarnings("ignore", message="Could not find a config file in.*")
+        yield
+
+
 def _attach_lora(model, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -101,8 +111,7 @@ def _attach_lora(model, config: TrainConfig):
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         target_modules=config.lora_targets(), bias="none", task_type="CAUSAL_LM",
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    with quiet_peft():
         return get_peft_model(model, lora)
 
 
@@ -246,13 +255,8 @@ def save_finetuned(result: FineTuneResult, out_dir: str | os.PathLike, *, merged
     model = result.model
     is_peft = hasattr(model, "peft_config")
     try:
-        if is_peft and merged:
-            copy.deepcopy(model).merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
-        else:
-            if is_peft and result.base_model:
-                for cfg in model.peft_config.values():
-                    cfg.base_model_name_or_path = result.base_model
-            model.save_pretrained(str(tmp), safe_serialization=True)
+        with quiet_peft():
+            _save_model(result, tmp, is_peft, merged)
         if result.tokenizer is not None:
             result.tokenizer.save_pretrained(str(tmp))
         meta = {
@@ -267,3 +271,14 @@ def save_finetuned(result: FineTuneResult, out_dir: str | os.PathLike, *, merged
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _save_model(result: FineTuneResult, tmp: Path, is_peft: bool, merged: bool) -> None:
+    model = result.model
+    if is_peft and merged:
+        copy.deepcopy(model).merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
+        return
+    if is_peft and result.base_model:
+        for cfg in model.peft_config.values():
+            cfg.base_model_name_or_path = result.base_model
+    model.save_pretrained(str(tmp), safe_serialization=True)

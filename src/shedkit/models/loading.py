@@ -221,7 +221,10 @@ def _load_adapter(path: Path, dtype, device, trust_remote_code: bool, cache_dir)
     if not base:
         raise ShedkitError(f"{path}: adapter without a base model (no base_model_name_or_path in adapter_config.json)")
     model, tokenizer = load_model(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
-    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    from shedkit.models.finetune import quiet_peft
+
+    with quiet_peft():
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     if (path / "tokenizer_config.json").exists():
         from transformers import AutoTokenizer
 

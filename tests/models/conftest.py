@@ -1,0 +1,39 @@
+import pytest
+
+from shedkit.data.records import Turn, make_record
+
+
+def rec(i, *turns):
+    """A record from (role, content) pairs."""
+    return make_record(i, [Turn(r, c) for r, c in turns], {"i": i})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """The tiny model's matmuls are too small to gain from threads, and on a shared 2-core
+    machine OpenMP threads that wait on each other make them 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from shedkit.models import load_model
+
+    return load_model("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def rows():
+    """Ten single-turn rows of varied lengths, one with a system turn, one multi-turn."""
+    out = [
+        rec(i, ("user", f"Question {i}: " + "why? " * (i % 4 + 1)), ("assistant", f"Answer {i} " + "because. " * (i % 3 + 1)))
+        for i in range(8)
+    ]
+    out.append(rec(8, ("system", "Be brief."), ("user", "Say hi."), ("assistant", "Hi!")))
+    out.append(rec(9, ("user", "One?"), ("assistant", "1."), ("user", "Two?"), ("assistant", "2, then 3.")))
+    return out
