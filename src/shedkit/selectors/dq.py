@@ -35,6 +35,7 @@ No torch here.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -317,6 +318,7 @@ class DQSelection:
     bin_of: np.ndarray  # (N,) bin of each row
     quotas: np.ndarray  # (B,) rows drawn per bin
     info: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: bins, sample
 
 
 def uniform_per_bin(bin_of: np.ndarray, quotas: np.ndarray, seed: int | None = 0) -> np.ndarray:
@@ -347,6 +349,7 @@ def dq_select(
         raise ShedkitError(f"DQ budget must be between 1 and the pool size {n_rows}, got {n}")
     if bins > n_rows:
         raise ShedkitError(f"DQ asks for {bins} bins but the pool has only {n_rows} rows")
+    clock = time.perf_counter()
     binned = graphcut_bins(
         embeddings,
         bins,
@@ -358,7 +361,10 @@ def dq_select(
         seed=seed,
         progress=progress,
     )
+    timings = {"bins": time.perf_counter() - clock}
+    clock = time.perf_counter()
     quotas = sample_quotas(binned.sizes, n)
     selected = uniform_per_bin(binned.bin_of, quotas, seed)
+    timings["sample"] = time.perf_counter() - clock
     info = dict(binned.info, bin_sizes=binned.sizes.tolist(), quotas=quotas.tolist(), seed=seed)
-    return DQSelection(selected, binned.bin_of, quotas, info)
+    return DQSelection(selected, binned.bin_of, quotas, info, timings)

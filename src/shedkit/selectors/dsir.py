@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -298,6 +299,7 @@ class DSIRSelection:
     tokens: np.ndarray  # (N,) word-punct tokens per row
     quotas: list[int]  # rows per target (the budget split by target token share)
     info: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: fit, weights, sample
 
 
 def dsir_select(
@@ -321,15 +323,21 @@ def dsir_select(
     With several targets the budget is split by their token share and each target picks its
     quota from the rows earlier targets left (the reference's ``separate_targets=True``).
     """
+    clock = time.perf_counter()
     estimator = HashedNgramDSIR(num_buckets, ngrams, smoothing, hashing, chunk_size, progress)
     estimator.fit(targets, pool)
+    timings = {"fit": time.perf_counter() - clock}
+    clock = time.perf_counter()
     per_target, combined, tokens = estimator.log_weights(pool, normalize=normalize)
+    timings["weights"] = time.perf_counter() - clock
     n_rows = len(tokens)
     if not 1 <= n <= n_rows:
         raise ShedkitError(f"DSIR budget must be between 1 and the pool size {n_rows}, got {n}")
+    clock = time.perf_counter()
     quotas = split_budget(n, estimator.target_tokens_)
     eligible = tokens >= min_tokens
     selected, chosen_for = importance_resample(per_target, quotas, top_k=top_k, seed=seed, eligible=eligible)
+    timings["sample"] = time.perf_counter() - clock
     score = per_target[:, 0] if len(quotas) == 1 else combined
     info = {
         "num_buckets": num_buckets,
@@ -344,4 +352,4 @@ def dsir_select(
         "pool_rows": n_rows,
         "seed": seed,
     }
-    return DSIRSelection(selected, score, per_target, chosen_for, tokens, quotas, info)
+    return DSIRSelection(selected, score, per_target, chosen_for, tokens, quotas, info, timings)

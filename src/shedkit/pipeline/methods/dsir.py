@@ -1,0 +1,115 @@
+"""--method dsir: importance resampling on hashed n-grams towards one or more target sets.
+
+Options read from ``ctx.options`` (None means the default):
+``target`` (required: a path or a list of paths; any pool format, or rows of any JSON fields),
+``dsir_buckets`` (10000), ``dsir_top_k`` or ``top_k`` (False: Gumbel-top-k sampling),
+``dsir_normalize`` (False: the faithful sum over n-grams; True: per-token mean),
+``dsir_smoothing`` (1.0, Laplace pseudo-count; "reference" for data-selection's +1e-8),
+``dsir_hashing`` ("sha256", the reference's buckets; "murmur3" is faster),
+``dsir_min_tokens`` (0: keep short rows), ``progress`` (True).
+
+scores.csv: ``dsir_logw`` (the log weight a row is ranked by; per token with normalisation);
+with several targets also ``dsir_logw_t<i>`` per target and ``dsir_target`` (whose quota
+picked the row, -1 if none), and ``dsir_logw`` is against all targets pooled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shedkit.data.records import Record
+from shedkit.errors import InputError, ShedkitError
+from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.selectors.dsir import dsir_select
+
+
+class RecordTexts(Sequence):
+    """The pool's texts, read from the records on demand (no second copy of the pool's text)."""
+
+    def __init__(self, records: Sequence[Record]):
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [r.text for r in self.records[i]]
+        return self.records[i].text
+
+
+def _string_leaves(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _string_leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _string_leaves(v)]
+    return []
+
+
+def load_target_texts(path: str | Path) -> list[str]:
+    """The texts of a target file: each record's text for a pool format (Alpaca, ShareGPT, ...);
+    otherwise (e.g. multiple-choice rows {query, choices, gold}) every string value of the row,
+    joined by newlines."""
+    from shedkit.data import load_pool, read_table
+
+    path = Path(path)
+    if not path.exists():
+        raise ShedkitError(f"DSIR target {path} does not exist")
+    try:
+        return [r.text for r in load_pool(path).records]
+    except InputError as exc:
+        if "unknown format" not in str(exc):
+            raise
+    rows = read_table(path).rows
+    texts = ["\n".join(_string_leaves(row)) for row in rows]
+    if not any(texts):
+        raise InputError(path, "no text in any row of this DSIR target")
+    return texts
+
+
+def _target_paths(value: Any) -> list[Path]:
+    if value is None or value == [] or value == "":
+        raise ShedkitError("--method dsir needs --target FILE (a target set, e.g. a dev set; repeatable)")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [Path(v) for v in values]
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    paths = _target_paths(ctx.option("target"))
+    clock = time.perf_counter()
+    targets = [load_target_texts(p) for p in paths]
+    load_seconds = time.perf_counter() - clock
+    res = dsir_select(
+        RecordTexts(ctx.records),
+        targets,
+        ctx.budget,
+        num_buckets=int(ctx.option("dsir_buckets", 10_000)),
+        normalize=bool(ctx.option("dsir_normalize", False)),
+        top_k=bool(ctx.option("dsir_top_k", ctx.option("top_k", False))),
+        smoothing=_smoothing(ctx.option("dsir_smoothing", 1.0)),
+        hashing=ctx.option("dsir_hashing", "sha256"),
+        min_tokens=int(ctx.option("dsir_min_tokens", 0)),
+        seed=ctx.seed,
+        progress=bool(ctx.option("progress", True)),
+    )
+    columns: dict[str, Any] = {"dsir_logw": res.log_weights.tolist()}
+    if len(paths) > 1:
+        for t in range(len(paths)):
+            columns[f"dsir_logw_t{t}"] = res.target_log_weights[:, t].tolist()
+        columns["dsir_target"] = res.chosen_for.tolist()
+    info = {"targets": [str(p) for p in paths], "target_rows": [len(t) for t in targets], **res.info}
+    return MethodResult(res.selected, columns, info, {"load_targets": load_seconds, **res.timings})
+
+
+def _smoothing(value: Any) -> float | str:
+    if isinstance(value, str) and value.strip().lower() in ("reference", "laplace"):
+        return "reference" if value.strip().lower() == "reference" else 1.0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ShedkitError(f"dsir_smoothing must be a number or 'reference', got {value!r}") from None
