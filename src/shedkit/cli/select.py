@@ -33,7 +33,7 @@ def select_command(
     target: Optional[List[Path]] = typer.Option(None, "--target", help="Target dev set(s): Alpaca-style rows or {query, choices, gold} (repeatable)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="loss | mc-accuracy (default: from the target's rows)."),
     model: Optional[str] = typer.Option(None, "--model", help="Proxy/base model: HF id, local path, smollm2-135m or tiny-random."),
-    estimator: Optional[str] = typer.Option(None, "--estimator", help="shed-removal | permutation | truncated | antithetic."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="shed (removal, SHED's) | mc (permutation) | tmc (truncated) | antithetic."),
     removal_k: Optional[int] = typer.Option(None, "--removal-k", help="SHED: proxies removed per step."),
     permutations: Optional[int] = typer.Option(None, "--permutations", help="Number of permutations T."),
     max_evals: Optional[int] = typer.Option(None, "--max-evals", help="Stop after this many fine-tunes."),

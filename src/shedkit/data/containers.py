@@ -313,7 +313,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Strict JSON (NaN and infinities become null), written atomically."""
+    return atomic_write_text(path, json.dumps(_strict(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n")
+
+
+def _strict(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return _strict(obj.item())  # numpy scalars
+    return obj
 
 
 def rows_to_csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

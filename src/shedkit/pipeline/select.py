@@ -86,7 +86,7 @@ def select(
     with _cleanup_on_error(out_dir):
         ctx = MethodContext(
             records=pool.records, budget=n, seed=int(seed), options=dict(options),
-            run_dir=out_dir if out_dir is not None else cache / "scratch", cache_dir=cache,
+            run_dir=out_dir if out_dir is not None else cache / "scratch", cache_dir=cache, method=method,
         )
         with timer("select"):
             result = run(ctx)

@@ -25,6 +25,7 @@ class MethodContext:
     options: Mapping[str, Any]  # merged config (defaults < YAML < flags); see option()
     run_dir: Path  # the --out directory; methods may keep artifacts under run_dir / "work"
     cache_dir: Path  # shared cache across runs (embeddings, fine-tunes, losses)
+    method: str = ""  # the --method name this run was asked for (one module may serve several)
 
     def option(self, name: str, default: Any = None) -> Any:
         value = self.options.get(name)
