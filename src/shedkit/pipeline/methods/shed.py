@@ -7,7 +7,9 @@
 3. sample clusters by their proxy's value (QOCS or QWCS).
 With ``--values FILE`` step 2 is skipped. Options (None = default):
 ``model`` ("smollm2-135m"), ``target`` (required: dev file(s)), ``objective`` ("auto"),
-``estimator`` ("shed"), ``removal_k`` (1), ``permutations`` (10 unless another cap is given),
+``estimator`` ("shed"), ``removal_k`` (1), ``group_credit`` ("split": the k proxies removed
+together share the drop, so values sum to v(full) − v(∅); "full" gives each the whole drop, as
+the paper words it — same ranking when k divides K), ``tmc_rtol``, ``permutations`` (10 unless another cap is given),
 ``max_evals``, ``max_time``, ``stderr_threshold``, ``rank_stability``, ``backend``
 ("sequential"), ``workers``, ``ray_address``, and the fine-tune settings ``epochs``, ``lr``,
 ``max_length``, ``precision`` (see ``shedkit.models.TrainConfig``).
@@ -93,7 +95,11 @@ def value_proxies(ctx: MethodContext, proxies, dev):
         rank_stability=ctx.option("rank_stability"),
     )
     estimator = ctx.option("estimator", "shed")
-    params = {"removal_k": int(ctx.option("removal_k", 1))} if estimator == "shed" else {}
+    params = {}
+    if estimator == "shed":
+        params = {"removal_k": int(ctx.option("removal_k", 1)), "group_credit": ctx.option("group_credit", "split")}
+    elif estimator == "tmc" and ctx.option("tmc_rtol") is not None:
+        params = {"rtol": float(ctx.option("tmc_rtol"))}
     backend_options = {"workers": ctx.option("workers"), "address": ctx.option("ray_address")}
     from shedkit.execute.backends import get_backend
 
