@@ -1,0 +1,138 @@
+"""`shedkit score POOL --model M --out DIR [--ifd]`: per-row response losses of a pool.
+
+Writes ``DIR/scores.csv`` (``row,id,loss,n_tokens`` and ``ifd`` with ``--ifd``; rows with no
+loss have empty cells) and ``DIR/manifest.json``. ``loss`` is the model layer's
+``response_losses``: the mean per-token loss (nats) over the response tokens (every assistant
+turn of a multi-turn row); ``ifd`` is the instruction-following difficulty, loss of the last
+response with its prompt / without it. Losses are cached per (model, scoring settings, row id)
+in the shared cache, so a rerun or an interrupted run scores only the rows it lacks, and
+``shedkit select --method lobass`` with the same model and settings reuses them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, List, Mapping, Optional
+
+import typer
+
+from shedkit.cli.config import merge_config
+
+
+def score_pool(
+    pool: str | Path,
+    model: str = "smollm2-135m",
+    out: str | Path = "shedkit-score",
+    *,
+    ifd: bool = False,
+    format: str | None = None,
+    fields: Mapping[str, str] | list[str] | None = None,
+    dedup: bool = False,
+    skip_empty: bool = False,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    command: list[str] | None = None,
+    progress: bool = True,
+    **score_options: Any,
+) -> dict[str, Path]:
+    """Score every row of ``pool`` with ``model``; write scores.csv + manifest.json to ``out``.
+
+    ``score_options`` are ``ScoreConfig`` fields (max_length, precision, batch_size,
+    max_batch_tokens, template). Returns the paths written.
+    """
+    from shedkit.data.containers import atomic_write_json, atomic_write_text, rows_to_csv_text
+    from shedkit.data.pool import load_pool
+    from shedkit.errors import ShedkitError
+    from shedkit.pipeline.paths import default_cache_dir
+    from shedkit.report.manifest import Timer, environment
+
+    timer = Timer()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ShedkitError(f"--out {out} exists and is not a directory")
+    with timer("load"):
+        loaded = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
+    from shedkit.models import ScoreConfig, model_identity, response_losses, shared_model
+
+    config = ScoreConfig(**{k: v for k, v in score_options.items() if v is not None})
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    with timer("model"):
+        lm, tokenizer = shared_model(model, device=device)
+        model_id = model_identity(model)
+    with timer("score"):
+        res = response_losses(lm, tokenizer, loaded.records, config, ifd=ifd, on_empty="skip",
+                              cache_dir=cache, model_id=model_id, progress=progress)
+    n = len(loaded.records)
+    columns = {"loss": res.column("loss", n), "n_tokens": res.column("n_tokens", n)}
+    if ifd:
+        columns["ifd"] = res.column("ifd", n)
+    header = ["row", "id", *columns]
+    body = [[r.index, r.id, *(_cell(columns[c][i], c == "n_tokens") for c in columns)]
+            for i, r in enumerate(loaded.records)]
+    manifest = {
+        "shedkit_command": command if command is not None else list(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pool": {"path": str(loaded.path), "format": loaded.format, "field_map": loaded.field_map,
+                 "rows": loaded.num_rows, "records": n, "duplicates": len(loaded.duplicates),
+                 "duplicates_dropped": loaded.dedup, "skipped_empty": loaded.skipped_empty},
+        "model": model, "model_id": model_id, "device": device,
+        "score_config": config.to_dict(), "ifd": ifd,
+        "counts": {"records": n, "scored": len(res.ids), "skipped_rows": len(res.skipped),
+                   "computed": len(res.ids) - res.cached, "cached": res.cached},
+        "skipped_ids": [rid for _, rid in res.skipped[:20]],
+        "cache_dir": str(cache),
+        "environment": environment(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with timer("write"):
+        scores = atomic_write_text(out / "scores.csv", rows_to_csv_text(header, body))
+    manifest["timings"] = {k: round(v, 4) for k, v in timer.seconds.items()}
+    return {"scores": scores, "manifest": atomic_write_json(out / "manifest.json", manifest)}
+
+
+def _cell(value: float, integer: bool = False):
+    if value != value:  # NaN: a row with no loss
+        return ""
+    return int(value) if integer else repr(float(value))
+
+
+def score_command(
+    ctx: typer.Context,
+    pool: Path = typer.Argument(..., help="Pool file (.jsonl, .json, .parquet, .csv) or saved HF dataset dir."),
+    model: str = typer.Option("smollm2-135m", "--model", help="HF id, local path, smollm2-135m or tiny-random."),
+    out: Path = typer.Option(Path("shedkit-score"), "--out", "-o", help="Output directory (scores.csv, manifest.json)."),
+    ifd: bool = typer.Option(False, "--ifd/--no-ifd", help="Also compute IFD (loss with the instruction / without it): one extra pass over the responses."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
+    format: Optional[str] = typer.Option(None, "--format", help="alpaca | dolly | sharegpt | openai | prompt-completion (default: detect)."),
+    field: Optional[List[str]] = typer.Option(None, "--field", help="Field mapping CANONICAL=COLUMN (repeatable)."),
+    dedup: bool = typer.Option(False, "--dedup/--no-dedup", help="Drop exact duplicate rows."),
+    skip_empty: bool = typer.Option(False, "--skip-empty/--no-skip-empty", help="Leave out rows with an empty response instead of failing."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Shared cache (losses, converted models); default $SHEDKIT_CACHE or ~/.cache/shedkit."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | mps (default: best available)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per row (default 1024); longer rows lose prompt tokens first."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Most rows per scoring batch (default 16)."),
+    max_batch_tokens: Optional[int] = typer.Option(None, "--max-batch-tokens", help="Most tokens per scoring batch (default 8192)."),
+    template: Optional[str] = typer.Option(None, "--template", help="auto | chat | plain prompt format."),
+) -> None:
+    """Write each row's mean response-token loss (and IFD) under MODEL to DIR/scores.csv."""
+    from rich.console import Console
+
+    params = merge_config(ctx, dict(ctx.params), config)
+    files = score_pool(
+        params["pool"], params["model"], params["out"], ifd=params["ifd"], format=params["format"],
+        fields=params["field"], dedup=params["dedup"], skip_empty=params["skip_empty"],
+        cache_dir=params["cache_dir"], device=params["device"], command=["shedkit", *sys.argv[1:]],
+        max_length=params["max_length"], precision=params["precision"], batch_size=params["batch_size"],
+        max_batch_tokens=params["max_batch_tokens"], template=params["template"],
+    )
+    console = Console(highlight=False)
+    console.print(f"scored {params['pool']} with {params['model']}")
+    for name, path in files.items():
+        console.print(f"  {name:9s} {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score", help="Per-row response losses (and IFD) of a pool under a model.")(score_command)
