@@ -54,7 +54,9 @@ def score_pool(
         raise ShedkitError(f"--out {out} exists and is not a directory")
     with timer("load"):
         loaded = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
-    from shedkit.models import ScoreConfig, model_identity, response_losses, shared_model
+    from shedkit.models.config import ScoreConfig
+    from shedkit.models.loading import model_identity, shared_model
+    from shedkit.models.losses import response_losses
 
     config = ScoreConfig(**{k: v for k, v in score_options.items() if v is not None})
     cache = Path(cache_dir) if cache_dir else default_cache_dir()

@@ -52,7 +52,7 @@ SCORE_OPTIONS = {"max_length": "max_length", "precision": "precision", "template
 
 
 def run(ctx: MethodContext) -> MethodResult:
-    from shedkit.models import model_identity, shared_model
+    from shedkit.models.loading import model_identity, shared_model
 
     model_spec = str(ctx.option("model", DEFAULT_MODEL))
     train_config, score_config = train_config_from(ctx), score_config_from(ctx)
@@ -115,7 +115,7 @@ def run(ctx: MethodContext) -> MethodResult:
 
 def train_config_from(ctx: MethodContext):
     """The reference fine-tune's TrainConfig from the options named like its fields."""
-    from shedkit.models import TrainConfig
+    from shedkit.models.config import TrainConfig
 
     values = {f.name: ctx.option(f.name) for f in fields(TrainConfig) if f.name != "method"}
     values["method"] = ctx.option("train_method")
@@ -127,7 +127,7 @@ def train_config_from(ctx: MethodContext):
 
 
 def score_config_from(ctx: MethodContext):
-    from shedkit.models import ScoreConfig
+    from shedkit.models.config import ScoreConfig
 
     values = {field_: ctx.option(opt) for opt, field_ in SCORE_OPTIONS.items() if ctx.option(opt) is not None}
     return ScoreConfig(**values)
@@ -167,7 +167,7 @@ def precheck_budget(ctx: MethodContext) -> None:
 
 
 def _losses(model, tokenizer, ctx: MethodContext, config, model_id: str, ifd: bool):
-    from shedkit.models import response_losses
+    from shedkit.models.losses import response_losses
 
     return response_losses(model, tokenizer, ctx.records, config, ifd=ifd, on_empty="skip",
                            cache_dir=ctx.cache_dir, model_id=model_id, progress=bool(ctx.option("progress", True)))
@@ -176,18 +176,17 @@ def _losses(model, tokenizer, ctx: MethodContext, config, model_id: str, ifd: bo
 # -- the reference model ----------------------------------------------------------------
 
 def reference_key(model_spec: str, train_config, records: Sequence[Record], seed: int) -> str:
-    from shedkit.models import model_identity
     from shedkit.models.config import MODEL_LAYER_VERSION, records_fingerprint, stable_hash
 
     return stable_hash({
-        "kind": "lobass-reference", "model": model_identity(model_spec), "train": train_config.to_dict(),
+        "kind": "lobass-reference", "model": _identity(model_spec), "train": train_config.to_dict(),
         "pool": records_fingerprint(records), "seed": int(seed), "version": MODEL_LAYER_VERSION,
     })
 
 
 def reference_model(ctx: MethodContext, model_spec: str, base_model, tokenizer, train_config):
     """``(model, identity, info)``: the reference, ready to score (adapters merged)."""
-    from shedkit.models import model_identity
+    from shedkit.models.loading import model_identity
 
     user = ctx.option("reference")
     if user is not None:
@@ -216,6 +215,12 @@ def reference_model(ctx: MethodContext, model_spec: str, base_model, tokenizer, 
     return model, f"lobass-reference:{key}", info
 
 
+def _identity(spec: str) -> str:
+    from shedkit.models.loading import model_identity
+
+    return model_identity(spec)
+
+
 def _is_saved(path: Path) -> bool:
     return (path / "shedkit_train.json").exists()
 
@@ -223,7 +228,8 @@ def _is_saved(path: Path) -> bool:
 def train_reference(out: Path, model_spec: str, base_model, tokenizer, records, train_config, seed: int, progress: bool = True):
     """Fine-tune the base on ``records`` and save it at ``out``; the training stats, or None
     when another process saved the same reference first."""
-    from shedkit.models import finetune, save_finetuned
+    # from the submodule: once it is imported, ``shedkit.models.finetune`` names the module
+    from shedkit.models.finetune import finetune, save_finetuned
 
     result = finetune(base_model, tokenizer, records, train_config, seed, progress=progress)
     result.base_model = model_spec  # so the saved directory names its base
@@ -252,7 +258,7 @@ def load_reference(spec: str, base_model, device=None):
             raise ShedkitError(f"--reference {spec}: cannot apply this adapter to the base model: {exc}") from exc
         model.eval()
         return model, "adapter"
-    from shedkit.models import load_model
+    from shedkit.models.loading import load_model
 
     model, _ = load_model(spec, device=device)
     return model, "model"
