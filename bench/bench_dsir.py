@@ -3,7 +3,7 @@
 Pools of 3k, 30k and 100k rows are the noisy-mix-v1 pool (3,000 rows) resampled with
 replacement (seeded) and written as JSONL; the target is target_gsm8k_dev.jsonl. Each
 (implementation, size) runs once in its own subprocess, which reports its wall time and peak
-resident memory (getrusage ru_maxrss; "before" = after imports) and selects 10% by Gumbel-top-k:
+resident memory (VmHWM, see peak_rss_mb; "before" = after imports) and selects 10% by Gumbel-top-k:
 
 * ``shedkit``: ``dsir_select`` with its defaults (sha256 buckets, Laplace smoothing), the pool
   streamed line by line from the file (so memory shows what DSIR itself holds);
@@ -32,9 +32,21 @@ def row_text(row: dict) -> str:
     return "\n".join(str(v) for v in row.values() if v != "")
 
 
-def child(impl: str, pool: str, target: str, budget: int, seed: int, ref_procs: int) -> dict:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB: VmHWM where Linux has it, since ru_maxrss
+    carries the parent's peak across fork + exec; getrusage ru_maxrss elsewhere."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(impl: str, pool: str, target: str, budget: int, seed: int, ref_procs: int) -> dict:
     # Imports first: the figures are for the work, not for loading scikit-learn or nltk.
     if impl.startswith("shedkit"):
         from shedkit.selectors.dsir import dsir_select
@@ -44,7 +56,7 @@ def child(impl: str, pool: str, target: str, budget: int, seed: int, ref_procs: 
         import scipy.sparse  # noqa: F401
     else:
         from data_selection import HashedNgramDSIR
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     if impl.startswith("shedkit"):
 
@@ -70,9 +82,9 @@ def child(impl: str, pool: str, target: str, budget: int, seed: int, ref_procs: 
             stages = {"fit": round(t1 - t0, 2), "weights": round(t2 - t1, 2),
                       "sample+write": round(time.perf_counter() - t2, 2)}
     wall = time.perf_counter() - t0
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss1 = peak_rss_mb()
     return {"impl": impl, "wall_s": round(wall, 2), "stages": stages, "selected": selected,
-            "peak_rss_mb": round(rss1 / 1024, 1), "rss_before_mb": round(rss0 / 1024, 1)}
+            "peak_rss_mb": round(rss1, 1), "rss_before_mb": round(rss0, 1)}
 
 
 def resampled_pool(n: int, seed: int, directory: Path) -> Path:

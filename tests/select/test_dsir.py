@@ -124,9 +124,12 @@ def test_a_one_shot_generator_is_refused():
         HashedNgramDSIR().fit([["a b"]], (t for t in ["a", "b"]))
 
 
-def test_empty_target_is_an_error():
+def test_empty_target_and_bad_smoothing_are_errors():
     with pytest.raises(ShedkitError, match="no tokens"):
         HashedNgramDSIR().fit([[""]], ["a b c"])
+    for smoothing in (0, -1.0):
+        with pytest.raises(ShedkitError, match="pseudo-count"):
+            HashedNgramDSIR(smoothing=smoothing).fit([["a b"]], ["a b c"])
 
 
 # ------------------------------------------------------------------------------------ sampling

@@ -19,7 +19,10 @@ Deliberate differences from the reference, each a parameter:
 * no minimum length (the reference drops rows shorter than 100 tokens, which suits web text,
   not instruction data); ``min_tokens`` brings it back;
 * ``normalize=True`` divides each log weight by the row's token count. As published, a log
-  weight is a sum over n-grams, so it grows with length and top-k favours short rows;
+  weight is a sum over n-grams, so its magnitude grows with length. With the reference's
+  smoothing every n-gram the target never shows costs ~log(1e-8 / q) nats, so top-k favours
+  short rows (noisy-mix-v1 vs GSM8K dev: top 10% is 14% GSM8K, 28 tokens on average); with
+  Laplace smoothing that cost is bounded and the bias mostly goes (92% GSM8K, 131 tokens);
 * randomness comes only from ``seed`` (the reference uses numpy's global RNG).
 
 The pool is streamed in chunks twice (bucket counts, then weights), so memory stays flat as
@@ -148,8 +151,8 @@ def _log_probs(counts: np.ndarray, smoothing: Smoothing) -> np.ndarray:
     if smoothing == "reference":
         return np.log(counts / counts.sum() + REFERENCE_EPS)
     alpha = float(smoothing)
-    if alpha < 0:
-        raise ShedkitError(f"DSIR smoothing must be >= 0, got {alpha}")
+    if not alpha > 0:
+        raise ShedkitError(f"DSIR smoothing must be a pseudo-count > 0 or 'reference', got {smoothing!r}")
     return np.log((counts + alpha) / (counts.sum() + alpha * counts.size))
 
 

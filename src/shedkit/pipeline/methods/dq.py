@@ -4,7 +4,7 @@ Options read from ``ctx.options`` (None means the default):
 ``embedder`` ("all-MiniLM-L6-v2"; "hashed-ngrams" needs no model), ``device`` (best available),
 ``embed_batch_size`` (64), ``bins`` (10), ``dq_mode`` ("auto": exact up to ``dq_exact_max``
 rows, blocked up to ``dq_partition_above``, partitioned above), ``dq_exact_max`` (10000),
-``dq_partition_above`` (50000), ``dq_partition_size`` (5000), ``progress`` (True).
+``dq_partition_above`` (20000), ``dq_partition_size`` (5000), ``progress`` (True).
 
 scores.csv: ``dq_bin`` (the GraphCut bin of each row, 0 = built first).
 """
