@@ -3,7 +3,7 @@
 Options read from ``ctx.options`` (None means the default):
 ``target`` (required: a path or a list of paths; any pool format, or rows of any JSON fields),
 ``dsir_buckets`` (10000), ``dsir_top_k`` or ``top_k`` (False: Gumbel-top-k sampling),
-``dsir_normalize`` (False: the faithful sum over n-grams; True: per-token mean),
+``dsir_normalize`` (False: the faithful sum over n-grams; True: per-token mean, best with top-k),
 ``dsir_smoothing`` (1.0, Laplace pseudo-count; "reference" for data-selection's +1e-8),
 ``dsir_hashing`` ("sha256", the reference's buckets; "murmur3" is faster),
 ``dsir_min_tokens`` (0: keep short rows), ``progress`` (True).
