@@ -60,8 +60,13 @@ def select_command(
     # DSIR / DQ
     top_k: Optional[bool] = typer.Option(None, "--top-k/--gumbel", help="DSIR: deterministic top-k instead of Gumbel-top-k sampling."),
     dsir_buckets: Optional[int] = typer.Option(None, "--dsir-buckets", help="DSIR: hashed n-gram buckets (default 10000)."),
-    dsir_normalize: Optional[bool] = typer.Option(None, "--dsir-normalize/--dsir-raw", help="DSIR: per-token normalised log-weights."),
+    dsir_normalize: Optional[bool] = typer.Option(None, "--dsir-normalize/--dsir-raw", help="DSIR: per-token normalised log-weights (best with --top-k; Gumbel noise blurs them)."),
+    dsir_smoothing: Optional[str] = typer.Option(None, "--dsir-smoothing", help="DSIR: Laplace pseudo-count (default 1.0) or 'reference' (data-selection's +1e-8)."),
+    dsir_hashing: Optional[str] = typer.Option(None, "--dsir-hashing", help="DSIR: sha256 (data-selection's buckets; default) or murmur3 (faster)."),
+    dsir_min_tokens: Optional[int] = typer.Option(None, "--dsir-min-tokens", help="DSIR: drop rows shorter than this (default 0; the paper used 100 for pre-training text)."),
     bins: Optional[int] = typer.Option(None, "--bins", help="DQ: number of GraphCut bins (default 10)."),
+    dq_mode: Optional[str] = typer.Option(None, "--dq-mode", help="DQ: auto | exact | blocked | partitioned (auto partitions above 20k rows)."),
+    train_method: Optional[str] = typer.Option(None, "--train-method", help="Fine-tunes: lora (default) or full."),
 ) -> None:
     """Select a subset of POOL and write it, in POOL's own format, with scores and a report."""
     import sys
