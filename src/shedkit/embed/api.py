@@ -151,10 +151,11 @@ class _progress_bar:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=Console(stderr=True),
+            auto_refresh=False,  # redraw once per batch: no refresh thread competing with the model
         )
         self._progress.__enter__()
         task = self._progress.add_task(self.description, total=self.total)
-        return lambda n: self._progress.advance(task, n)
+        return lambda n: self._progress.update(task, advance=n, refresh=True)
 
     def __exit__(self, *exc):
         if self._progress is not None:
