@@ -196,3 +196,20 @@ def test_lobass_smollm2_short(tmp_path, pool):
     ref = np.array([float(r["loss_ref"]) for r in scores])
     assert np.isfinite(base).all() and np.isfinite(ref).all()
     assert ref.mean() < base.mean()
+
+
+def test_losses_are_shared_with_shedkit_score_and_resume_per_row(tmp_path, pool):
+    """Rows already scored (here by `shedkit score` on the first 10 rows) are not scored again."""
+    from shedkit.cli.main import main
+
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(pool.read_text().splitlines(keepends=True)[:10]))
+    cache = tmp_path / "cache"
+    assert main(["score", str(part), "--model", "tiny-random", "--max-length", "64", "--precision", "fp32",
+                 "--cache-dir", str(cache), "--out", str(tmp_path / "scored")]) == 0
+    shedkit.select(pool, method="lobass", budget=5, out=tmp_path / "o", cache_dir=cache, **SETTINGS)
+    _, manifest = read(tmp_path / "o")
+    assert manifest["method"]["losses"]["base"] == {**manifest["method"]["losses"]["base"], "computed": 20, "cached": 10}
+    scored = list(csv.DictReader(open(tmp_path / "scored" / "scores.csv")))
+    scores, _ = read(tmp_path / "o")
+    assert [r["loss"] for r in scored] == [r["loss_base"] for r in scores[:10]]
