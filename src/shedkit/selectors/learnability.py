@@ -20,7 +20,8 @@ Selection = top ``n`` by S among the *eligible* rows, with three layers:
    than its quota is taken whole, and what it cannot fill is handed to the other groups in
    proportion to their shares (repeated until every group fits); the rounding happens last,
    on the final real-valued quotas. Groups not named in the quota (share 0) are never
-   selected.
+   selected; with group labels but no quota, each group's share is its share of the pool
+   (stratified selection). Quotas apply after the guards: a group's rows are its eligible rows.
 
 Every function returns exactly ``n`` distinct positions or raises a ``ShedkitError`` saying
 how many rows were left and which setting to relax. Ties in S are broken by row position
