@@ -1,0 +1,378 @@
+"""``shedkit bench``: select with each method and seed, fine-tune with one fixed recipe, evaluate.
+
+For each method and seed: (1) select ``budget`` rows of the suite's pool using only the pool
+and the ``*_dev`` targets (``shedkit.select``; the pool is read with ``skip_empty=True``);
+(2) fine-tune the base model on the subset with the fixed recipe (``recipe``); (3) evaluate the
+fine-tuned model on every ``*_test`` target (``harness``). The base model is evaluated once
+as the reference row. Results: ``results.json``, ``results.md`` and ``results.png``.
+
+Every stage is cached in the output directory and keyed by content, so a rerun, or a rerun
+with one more method or seed, computes only what is new:
+- ``selections/<method>-<seed|once>-<key>/``  the select run (subset, scores, manifest,
+  report) + ``bench_selection.json`` (its completion marker); key = method, seed, budget,
+  options, pool records;
+- ``finetunes/<key>/``  the saved fine-tune + ``train_stats.json``; key = base model identity,
+  recipe, recipe seed and the subset's record ids — equal subsets share one fine-tune;
+- ``evals/<finetune key>/<task>-<key>.json``  one task's metrics; key = task rows, scoring
+  settings, row limit;
+- ``cache/``  the methods' shared cache (embeddings, SHED fine-tunes, LoBaSS reference and
+  losses) unless ``cache_dir`` is given. The first method that needs embeddings pays for them.
+
+Deterministic methods (``full``; ``dsir`` with ``top_k``) select once, not per seed. Every
+fine-tune uses the same recipe seed, so differences between seeds come from the selections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from shedkit.data.containers import atomic_write_json
+from shedkit.errors import ShedkitError
+from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE, RECIPE_SEED, TRAIN_STATS, finetune_records
+from shedkit.evaluate.suite import Suite, composition, read_labels
+from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig, stable_hash
+
+SHED_METHODS = ("shed-qocs", "shed-qwcs")
+DEFAULT_METHODS = ("random", "dsir", "dq", "lobass", "shed-qocs", "shed-qwcs", "full")
+BENCH_VERSION = "1"
+
+# --quick: each setting below replaces the default; all are listed in results.md
+QUICK = {
+    "recipe": "1 epoch, max_length 256 (QUICK_RECIPE)",
+    "limit_test": 100,
+    "full_epochs": 0.25,
+    "shed_clusters": 8,
+    "shed_permutations": 2,
+    "shed_removal_k": 2,
+    "shed_dev_limit": 50,
+    "lobass_ref_epochs": 0.25,
+}
+
+
+@dataclass
+class BenchConfig:
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    budget: str | float | int = 0.1
+    seeds: int = 3
+    model: str = "smollm2-135m"
+    recipe: TrainConfig = BENCH_RECIPE
+    recipe_seed: int = RECIPE_SEED
+    full_epochs: float | None = None  # epochs of the 'full' fine-tune (None: the recipe's)
+    limit_test: int | None = None  # first N rows of each test target
+    pool_limit: int | None = None  # first N rows of the pool
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    shed_target: str = "alpaca"  # the loss dev target SHED's value function uses
+    shed_clusters: int | None = None  # None: the method's default (about sqrt(N))
+    shed_permutations: int | None = None  # None: the method's default (10)
+    shed_removal_k: int | None = None
+    shed_dev_limit: int | None = None  # first N rows of SHED's dev target
+    lobass_ref_epochs: float | None = None  # None: LoBaSS's default (1 epoch)
+    dsir_top_k: bool = False  # True: deterministic top-k (runs once)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides) -> "BenchConfig":
+        base = dict(recipe=QUICK_RECIPE, limit_test=QUICK["limit_test"], full_epochs=QUICK["full_epochs"],
+                    shed_clusters=QUICK["shed_clusters"], shed_permutations=QUICK["shed_permutations"],
+                    shed_removal_k=QUICK["shed_removal_k"], shed_dev_limit=QUICK["shed_dev_limit"],
+                    lobass_ref_epochs=QUICK["lobass_ref_epochs"], quick=True)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def deterministic(self, method: str) -> bool:
+        opts = self.method_options.get(method, {})
+        return method == "full" or (method == "dsir" and bool(opts.get("top_k", self.dsir_top_k)))
+
+    def seeds_for(self, method: str) -> list[int | None]:
+        return [None] if self.deterministic(method) else list(range(self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["recipe"], d["score"], d["methods"] = self.recipe.to_dict(), self.score.to_dict(), list(self.methods)
+        return d
+
+
+@dataclass
+class StageCounts:
+    computed: dict[str, int] = field(default_factory=lambda: {"select": 0, "finetune": 0, "eval": 0})
+    cached: dict[str, int] = field(default_factory=lambda: {"select": 0, "finetune": 0, "eval": 0})
+
+    def add(self, stage: str, computed: bool) -> None:
+        (self.computed if computed else self.cached)[stage] += 1
+
+
+class Bench:
+    """One benchmark run over a suite, writing into ``out``; ``run()`` returns results.json's document."""
+
+    def __init__(self, suite: str | os.PathLike | Suite, out: str | os.PathLike, config: BenchConfig | None = None,
+                 *, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                 log: Callable[[str], None] | None = None, command: list[str] | None = None):
+        self.suite = suite if isinstance(suite, Suite) else Suite.discover(suite)
+        self.out = Path(out)
+        self.config = config or BenchConfig()
+        self.cache_dir = Path(cache_dir) if cache_dir else self.out / "cache"
+        self.progress = progress
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.command = command if command is not None else list(sys.argv)
+        self.counts = StageCounts()
+        self._base = None
+        from shedkit.pipeline.methods import METHODS
+
+        unknown = [m for m in self.config.methods if m not in METHODS]
+        if unknown:
+            from shedkit.pipeline.methods import get_method
+
+            get_method(unknown[0])  # raises with "did you mean"
+        if self.config.shed_target not in self.suite.dev and any(m in SHED_METHODS for m in self.config.methods):
+            raise ShedkitError(f"SHED's dev target 'target_{self.config.shed_target}_dev' is not in {self.suite.root}")
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        from shedkit.data.pool import load_pool
+        from shedkit.evaluate.tasks import load_task
+        from shedkit.models.config import records_fingerprint
+
+        pool = load_pool(self.suite.pool, skip_empty=True)
+        if self.config.pool_limit:
+            pool = replace(pool, records=[r for r in pool.records if r.index < self.config.pool_limit])
+        self.pool = pool
+        self.pool_key = records_fingerprint(pool.records)
+        self.labels = read_labels(self.suite.labels)
+        self.tasks = [load_task(p, name=f"{n}_test").head(self.config.limit_test) for n, p in self.suite.test.items()]
+        self.inputs = self.out / "inputs"
+
+    def _dev_file(self, name: str, limit: int | None) -> str:
+        """A dev target's path, or a file of its first ``limit`` rows under ``out/inputs``."""
+        path = self.suite.dev[name]
+        if not limit:
+            return str(path)
+        from shedkit.data.containers import atomic_write_text
+
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()][:limit]
+        target = self.inputs / f"{path.stem}.head{limit}{path.suffix}"
+        if not target.exists():
+            atomic_write_text(target, "\n".join(lines) + "\n")
+        return str(target)
+
+    def method_options(self, method: str) -> dict[str, Any]:
+        c = self.config
+        opts: dict[str, Any] = {"progress": self.progress}
+        if method == "dsir":
+            opts["target"] = [str(p) for p in self.suite.loss_dev().values()]
+            opts["top_k"] = c.dsir_top_k
+        elif method in SHED_METHODS:
+            opts.update(target=self._dev_file(c.shed_target, c.shed_dev_limit), objective="loss", model=c.model,
+                        clusters=c.shed_clusters, permutations=c.shed_permutations, removal_k=c.shed_removal_k,
+                        epochs=c.recipe.epochs, lr=c.recipe.lr, max_length=c.recipe.max_length,
+                        batch_size=c.recipe.batch_size)
+        elif method == "lobass":
+            opts.update(model=c.model, epochs=c.lobass_ref_epochs, max_length=c.recipe.max_length)
+        opts.update(c.method_options.get(method, {}))
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def recipe_for(self, method: str) -> TrainConfig:
+        if method == "full" and self.config.full_epochs is not None:
+            return replace(self.config.recipe, epochs=float(self.config.full_epochs))
+        return self.config.recipe
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def base(self):
+        from shedkit.models.loading import shared_model
+
+        if self._base is None:
+            self._base = shared_model(self.config.model)
+        return self._base
+
+    def select_stage(self, method: str, seed: int | None) -> dict[str, Any]:
+        from shedkit.pipeline.select import select
+
+        opts = self.method_options(method)
+        key = stable_hash({"method": method, "seed": seed, "budget": str(self.config.budget), "pool": self.pool_key,
+                           "options": {k: v for k, v in opts.items() if k != "progress"}, "v": BENCH_VERSION}, 12)
+        tag = "once" if seed is None else f"s{seed}"
+        sel_dir = self.out / "selections" / f"{method}-{tag}-{key}"
+        marker = sel_dir / "bench_selection.json"
+        if marker.exists():
+            self.counts.add("select", False)
+            return json.loads(marker.read_text())
+        self.log(f"[select] {method} {tag}")
+        start = time.perf_counter()
+        res = select(self.pool, method=method, budget=self.config.budget, seed=0 if seed is None else seed,
+                     out=sel_dir, skip_empty=True, cache_dir=self.cache_dir, command=self.command, **opts)
+        wall = time.perf_counter() - start
+        rows = [int(r) for r in res.rows]
+        doc = {
+            "method": method, "seed": seed, "key": key, "dir": str(sel_dir.relative_to(self.out)),
+            "rows": rows, "ids": [r.id for r in res.records],
+            "select_seconds": round(float(res.manifest["timings"].get("select", wall)), 3),
+            "wall_seconds": round(wall, 3),
+            "method_timings": res.manifest.get("method_timings", {}),
+            "composition": composition(self.suite.labels, self.labels, rows),
+        }
+        atomic_write_json(marker, doc)
+        self.counts.add("select", True)
+        return doc
+
+    def finetune_stage(self, method: str, selection: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        from shedkit.models.loading import model_identity
+
+        recipe = self.recipe_for(method)
+        key = stable_hash({"model": model_identity(self.config.model), "recipe": recipe.to_dict(),
+                           "seed": self.config.recipe_seed, "ids": sorted(selection["ids"]),
+                           "layer": MODEL_LAYER_VERSION, "v": BENCH_VERSION}, 16)
+        ft_dir = self.out / "finetunes" / key
+        if (ft_dir / TRAIN_STATS).exists():
+            self.counts.add("finetune", False)
+            return key, json.loads((ft_dir / TRAIN_STATS).read_text())
+        self.log(f"[finetune] {method} {selection['seed'] if selection['seed'] is not None else 'once'}: "
+                 f"{len(selection['ids'])} rows, {recipe.epochs:g} epoch(s), max_length {recipe.max_length}")
+        by_id = {r.id: r for r in self.pool.records}
+        records = [by_id[i] for i in selection["ids"]]
+        stats = finetune_records(records, self.config.model, ft_dir, recipe, self.config.recipe_seed,
+                                 base=self.base(), progress=self.progress,
+                                 extra={"selection": selection["dir"]})
+        self.counts.add("finetune", True)
+        return key, stats
+
+    def eval_stage(self, model_key: str, model_loader: Callable[[], tuple]) -> dict[str, Any]:
+        from shedkit.evaluate.harness import score_task
+
+        results, loaded = {}, None
+        for task in self.tasks:
+            key = stable_hash({"task": task.fingerprint(), "score": self.config.score.to_dict(),
+                               "layer": MODEL_LAYER_VERSION, "v": BENCH_VERSION}, 12)
+            path = self.out / "evals" / model_key / f"{task.name}-{key}.json"
+            if path.exists():
+                results[task.name] = json.loads(path.read_text())
+                self.counts.add("eval", False)
+                continue
+            if loaded is None:
+                loaded = model_loader()
+            self.log(f"[eval] {model_key[:12]} {task.name} ({len(task)} rows)")
+            metrics = score_task(loaded[0], loaded[1], task, self.config.score, progress=self.progress)
+            atomic_write_json(path, metrics)
+            results[task.name] = metrics
+            self.counts.add("eval", True)
+        return results
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        from shedkit.models.loading import load_model, model_identity
+
+        start = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._load()
+        base_eval = self.eval_stage("base-" + stable_hash(model_identity(self.config.model), 12), self.base)
+        runs = []
+        for method in self.config.methods:
+            for seed in self.config.seeds_for(method):
+                sel = self.select_stage(method, seed)
+                ft_key, stats = self.finetune_stage(method, sel)
+                ft_dir = self.out / "finetunes" / ft_key
+                evals = self.eval_stage(ft_key, lambda d=ft_dir: load_model(str(d)))
+                runs.append(_run_record(method, seed, sel, ft_key, stats, evals))
+        doc = {
+            "suite": str(self.suite.root),
+            "suite_meta": self.suite.meta(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "shedkit_command": self.command,
+            "settings": self.config.to_dict(),
+            "quick_settings": QUICK if self.config.quick else None,
+            "deterministic_methods": [m for m in self.config.methods if self.config.deterministic(m)],
+            "pool": {"path": str(self.suite.pool), "records": len(self.pool.records),
+                     "skipped_empty": self.pool.skipped_empty, "pool_limit": self.config.pool_limit},
+            "tasks": {t.name: {"source": t.source, "rows": len(t), "kind": t.kind} for t in self.tasks},
+            "base": base_eval,
+            "runs": runs,
+            "summary": summarize(runs, [t.name for t in self.tasks], self.config),
+            "stages": {"computed": self.counts.computed, "cached": self.counts.cached},
+            "machine": machine(),
+            "wall_seconds": round(time.perf_counter() - start, 3),
+        }
+        from shedkit.report.manifest import environment
+
+        doc["environment"] = environment()
+        atomic_write_json(self.out / "results.json", doc)
+        from shedkit.evaluate.bench_report import write_plot, write_results_md
+
+        write_plot(doc, self.out / "results.png")
+        write_results_md(doc, self.out / "results.md")
+        return doc
+
+
+def _run_record(method, seed, sel, ft_key, stats, evals) -> dict[str, Any]:
+    losses = stats.get("step_losses") or []
+    return {
+        "method": method, "seed": seed, "selection": sel["dir"], "rows": len(sel["rows"]),
+        "composition": sel["composition"], "select_seconds": sel["select_seconds"],
+        "select_wall_seconds": sel["wall_seconds"], "finetune": f"finetunes/{ft_key}",
+        "finetune_seconds": stats.get("train_seconds"), "finetune_steps": stats.get("steps"),
+        "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+        "eval": {k: {m: v for m, v in e.items() if m != "source"} for k, e in evals.items()},
+    }
+
+
+def _stat(values: list[float]) -> dict[str, Any]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None, "n": 0, "values": []}
+    sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    return {"mean": float(np.mean(vals)), "sd": sd, "n": len(vals), "values": vals}
+
+
+def summarize(runs: list[dict], task_names: list[str], config: BenchConfig) -> dict[str, Any]:
+    """Per method: mean ± sd over its runs (seeds) of every number in the runs."""
+    out = {}
+    for method in config.methods:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        labels = sorted({k for r in mine for k in r["composition"].get("labels", {})})
+        sources = sorted({k for r in mine for k in r["composition"].get("sources", {})})
+        tasks = {}
+        for t in task_names:
+            metrics = [m for m in ("loss", "acc", "acc_norm") if m in mine[0]["eval"].get(t, {})]
+            tasks[t] = {m: _stat([r["eval"][t][m] for r in mine]) for m in metrics}
+        out[method] = {
+            "runs": len(mine),
+            "deterministic": config.deterministic(method),
+            "seeds": [r["seed"] for r in mine],
+            "rows": mine[0]["rows"],
+            "labels": {k: _stat([r["composition"]["labels"].get(k, 0.0) for r in mine]) for k in labels},
+            "sources": {k: _stat([r["composition"]["sources"].get(k, 0.0) for r in mine]) for k in sources},
+            "tasks": tasks,
+            "select_seconds": _stat([r["select_seconds"] for r in mine]),
+            "finetune_seconds": _stat([r["finetune_seconds"] for r in mine]),
+        }
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
+    return info
+
+
+def run_bench(suite, out, config: BenchConfig | None = None, **kw) -> dict[str, Any]:
+    """``Bench(suite, out, config, **kw).run()``."""
+    return Bench(suite, out, config, **kw).run()

@@ -1,0 +1,154 @@
+"""results.md and results.png of ``shedkit bench`` (from the results.json document alone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CORRUPTIONS = ("misaligned", "truncated", "boilerplate", "wrong_answer")
+
+
+def _pm(stat: dict[str, Any] | None, fmt: str = "{:.3f}", scale: float = 1.0, suffix: str = "") -> str:
+    if not stat or stat.get("mean") is None:
+        return "—"
+    text = fmt.format(stat["mean"] * scale)
+    if stat.get("sd") is not None:
+        text += " ± " + fmt.format(stat["sd"] * scale)
+    return text + suffix
+
+
+def _metric_columns(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    cols = []
+    for name, info in doc["tasks"].items():
+        if info["kind"] == "records":
+            cols.append((name, "loss"))
+        else:
+            cols += [(name, "acc"), (name, "acc_norm")]
+    return cols
+
+
+def results_markdown(doc: dict[str, Any]) -> str:
+    s = doc["settings"]
+    summary = doc["summary"]
+    recipe = s["recipe"]
+    cols = _metric_columns(doc)
+    kinds = sorted({k for m in summary.values() for k in m["labels"]} - {"clean", "corrupted"},
+                   key=lambda k: (CORRUPTIONS.index(k) if k in CORRUPTIONS else 99, k))
+    sources = sorted({k for m in summary.values() for k in m["sources"]})
+    lines = [f"# shedkit bench: {Path(doc['suite']).name}", ""]
+    lines += [f"Command: `{' '.join(doc['shedkit_command'])}`", ""]
+    mach = doc["machine"]
+    lines += [f"Machine: {mach['platform']}, {mach['cpus']} CPU cores, torch threads {mach['torch_threads']}"
+              + (f", GPU {mach['cuda']}" if mach.get("cuda") else ", no GPU")
+              + (f", load average at the end {mach['load_average']}" if mach.get("load_average") else "")
+              + f"; git {doc['environment'].get('git')}; {doc['created']}; wall time {doc['wall_seconds'] / 60:.1f} min.", ""]
+    pool = doc["pool"]
+    lines += [
+        f"Pool: {pool['records']} rows ({pool['path']}"
+        + (f", first {pool['pool_limit']} rows" if pool.get("pool_limit") else "")
+        + (f"; {len(pool['skipped_empty'])} row(s) with an empty response left out: lines {pool['skipped_empty']}" if pool["skipped_empty"] else "")
+        + f"). Budget {s['budget']}; seeds 0..{s['seeds'] - 1}; model {s['model']}.",
+        "",
+        f"Fine-tune recipe (every subset, seed {s['recipe_seed']}): {recipe['method']}"
+        + (f" r={recipe['lora_r']} alpha={recipe['lora_alpha']:g} dropout={recipe['lora_dropout']:g} on {recipe['target_modules']}" if recipe["method"] == "lora" else "")
+        + f", {recipe['epochs']:g} epoch(s), lr {recipe['lr']:g} ({recipe['scheduler']}, warm-up {recipe['warmup_ratio']:g}),"
+          f" batch {recipe['batch_size']}×{recipe['grad_accum']}, max_length {recipe['max_length']}, precision {recipe['precision']}."
+        + (f" The `full` pool is trained for {s['full_epochs']:g} epoch(s) instead (a fraction of an epoch keeps its cost bounded; it sees"
+           f" {s['full_epochs']:g}× the pool's rows once)." if s.get("full_epochs") is not None else ""),
+        "",
+        "Test targets: " + ", ".join(f"{n} ({t['rows']} rows{', loss' if t['kind'] == 'records' else ', acc/acc_norm'})" for n, t in doc["tasks"].items())
+        + (f" — the first {s['limit_test']} rows of each." if s.get("limit_test") else "."),
+        "",
+    ]
+    if doc.get("quick_settings"):
+        q = doc["quick_settings"]
+        lines += ["`--quick` settings: " + "; ".join(f"{k} = {v}" for k, v in q.items()) + ".", ""]
+    shed = {k: s[k] for k in ("shed_target", "shed_clusters", "shed_permutations", "shed_removal_k", "shed_dev_limit")}
+    lines += [f"Method settings: SHED {shed} (value = minus the dev loss, proxies fine-tuned with the recipe);"
+              f" LoBaSS reference epochs {s.get('lobass_ref_epochs') or 'default (1)'}; DSIR {'top-k' if s['dsir_top_k'] else 'Gumbel-top-k'} against the loss dev targets;"
+              f" overrides {s['method_options'] or 'none'}.", ""]
+    det = doc.get("deterministic_methods") or []
+    if det:
+        lines += [f"Deterministic methods run once, not per seed: {', '.join(det)} (no ± for them).", ""]
+
+    header = ["method", "runs", "corrupted"] + kinds + sources + [f"{t} {m}" for t, m in cols] + ["select s", "fine-tune s"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    base = doc.get("base") or {}
+    if base:
+        row = ["base (no fine-tune)", "—", "—"] + ["—"] * (len(kinds) + len(sources))
+        for t, m in cols:
+            v = base.get(t, {}).get(m)
+            row.append("—" if v is None else f"{v:.3f}")
+        lines.append("| " + " | ".join(row + ["—", "—"]) + " |")
+    for method, m in summary.items():
+        runs = "once" if m["deterministic"] else f"{m['runs']} seeds"
+        row = [method, runs, _pm(m["labels"].get("corrupted"), "{:.1f}", 100, "%")]
+        row += [_pm(m["labels"].get(k), "{:.1f}", 100, "%") for k in kinds]
+        row += [_pm(m["sources"].get(k), "{:.0f}", 100, "%") for k in sources]
+        row += [_pm(m["tasks"].get(t, {}).get(metric), "{:.3f}") for t, metric in cols]
+        row += [_pm(m["select_seconds"], "{:.1f}"), _pm(m["finetune_seconds"], "{:.0f}")]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Mean ± sample sd over seeds. Corruption kinds and sources are shares of the selected rows"
+        " (pool_labels.jsonl, used only for scoring). Losses are mean response-token losses (nats,"
+        " lower is better); acc/acc_norm by log-likelihood as lm-evaluation-harness computes them."
+        " `select s` is the method's own selection time (the pool already loaded; methods share the"
+        " run's cache, so embeddings are paid by the first method that needs them, and shed-qwcs reuses"
+        " shed-qocs's cached proxy fine-tunes for the same seed); `fine-tune s` is the recipe's training"
+        " time on the subset, measured in the same run.",
+        "",
+        f"Stages this run: computed {doc['stages']['computed']}, reused from the cache {doc['stages']['cached']}.",
+        "",
+        "![results](results.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results_md(doc: dict[str, Any], path: str | Path) -> Path:
+    from shedkit.data.containers import atomic_write_text
+
+    return atomic_write_text(path, results_markdown(doc))
+
+
+def write_plot(doc: dict[str, Any], path: str | Path) -> Path:
+    """One panel for the corrupted share and one per test metric (mean ± sd per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shedkit.data.containers import atomic_write_bytes
+
+    summary = doc["summary"]
+    methods = list(summary)
+    panels = [("corrupted share", [summary[m]["labels"].get("corrupted") for m in methods], None)]
+    for t, info in doc["tasks"].items():
+        metric = "loss" if info["kind"] == "records" else "acc"  # acc_norm is in the table
+        panels.append((f"{t} {metric}", [summary[m]["tasks"].get(t, {}).get(metric) for m in methods],
+                       (doc.get("base") or {}).get(t, {}).get(metric)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    x = range(len(methods))
+    for ax, (title, stats, base) in zip(axes[0], panels):
+        means = [s["mean"] if s and s.get("mean") is not None else float("nan") for s in stats]
+        sds = [s["sd"] if s and s.get("sd") is not None else 0.0 for s in stats]
+        ax.bar(x, means, yerr=sds, color="#4c72b0", capsize=3)
+        if base is not None:
+            ax.axhline(base, color="#c44e52", linestyle="--", linewidth=1, label="base")
+            ax.legend(fontsize=7)
+        finite = [v for v in means if v == v]
+        if finite and "share" not in title:
+            lo, hi = min(finite + ([base] if base is not None else [])), max(finite + ([base] if base is not None else []))
+            pad = (hi - lo) * 0.3 + 1e-3
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
