@@ -8,7 +8,8 @@ come from a file (``--values FILE``: sampling without valuation).
 Options read from ``ctx.options`` (None means the default):
 ``embedder`` ("all-MiniLM-L6-v2"), ``device`` (best available), ``clusters`` (round(sqrt(N))),
 ``cluster_backend`` ("auto"), ``kmeans_iters`` (50), ``embed_batch_size`` (64),
-``temperature`` (QWCS τ; default from the values' spread), ``values`` (CSV path).
+``temperature`` (QWCS τ; default from the values' spread), ``values`` (CSV path),
+``progress`` (True).
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from shedkit.selectors.samplers import default_temperature, qocs_sample, qwcs_sa
 SAMPLERS = ("qocs", "qwcs")
 
 
-def clustering_for(ctx: MethodContext, progress: bool = True) -> ClusteringResult:
+def clustering_for(ctx: MethodContext, progress: bool | None = None) -> ClusteringResult:
     """Embed + k-means + proxies for ``ctx.records``, saved under ``run_dir/work/clusters``.
 
     A saved clustering with the same settings and the same pool is loaded instead of
-    recomputed (embeddings are cached separately, under ``ctx.cache_dir``).
+    recomputed (embeddings are cached separately, under ``ctx.cache_dir``). ``progress``
+    defaults to the ``progress`` option (True).
     """
+    if progress is None:
+        progress = bool(ctx.option("progress", True))
     from shedkit.embed import get_embedder
 
     embedder = get_embedder(ctx.option("embedder", "all-MiniLM-L6-v2"), device=ctx.option("device"))
