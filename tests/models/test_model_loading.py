@@ -14,6 +14,9 @@ def test_tiny_random_loads_offline_and_is_deterministic(monkeypatch):
     m2, _ = load_model("tiny-random")
     n_params = sum(p.numel() for p in m1.parameters())
     assert 10_000 < n_params < 3_000_000
+    from shedkit.models.tiny import TINY_VOCAB_SIZE
+
+    assert len(tok1) == TINY_VOCAB_SIZE == m1.config.vocab_size
     sd1, sd2 = m1.state_dict(), m2.state_dict()
     assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     assert not m1.training and m1.dtype == torch.float32

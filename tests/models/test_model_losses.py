@@ -115,3 +115,18 @@ def test_model_fingerprint_tracks_weights(tiny):
     with torch.no_grad():
         next(clone.parameters())[0, 0] += 1e-3
     assert losses_mod.model_fingerprint(clone) != fp
+
+
+def test_length_sorted_batches_bound_padding_rows_and_tokens():
+    from shedkit.models.scoring import length_sorted_batches
+
+    lengths = [512, 30, 100, 98, 97, 300, 99, 31, 29, 100, 5]
+    batches = length_sorted_batches(lengths, batch_size=3, max_batch_tokens=1000, max_padding=0.05)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        width = lengths[b[0]]
+        assert len(b) <= 3 and len(b) * width <= 1000 or len(b) == 1
+        assert all(lengths[i] <= width for i in b)
+        assert len(b) == 1 or len(b) * width - sum(lengths[i] for i in b) <= 0.05 * len(b) * width
+    assert batches[0] == [0] and [5] in batches  # the long tail runs alone
+    assert [2, 9, 6] in batches  # near-equal lengths share a batch

@@ -7,7 +7,7 @@ Aliases (work with no network):
                 (~20 s on 2 CPU cores) and caches a float32 safetensors copy under
                 ``<cache>/models/``; later loads read that copy (well under a second).
   tiny-random   a ~0.1M-parameter random Llama with a byte-level tokenizer (see ``tiny.py``).
-A local directory holding a LoRA adapter saved by ``save_finetuned`` (adapter_config.json)
+A local ``*.gguf`` file is converted and cached the same way. A local directory holding a LoRA adapter saved by ``save_finetuned`` (adapter_config.json)
 loads its base model, applies the adapter and merges it.
 """
 
@@ -121,9 +121,8 @@ def strip_quantization(model) -> None:
             model.config.quantization_config = None
 
 
-def smollm2_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The converted SmolLM2 directory, converting the GGUF on first use."""
-    gguf = smollm2_gguf_path()
+def gguf_dir(gguf: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The converted safetensors directory of a GGUF file, converting it on first use."""
     out = converted_dir(gguf, cache_dir)
     if not (out / CONVERTED_MARKER).exists():
         convert_gguf(gguf, out)
@@ -141,9 +140,10 @@ def model_identity(spec: str) -> str:
     """
     spec = str(spec)
     if spec.lower() in TINY_ALIASES:
-        from shedkit.models.tiny import tiny_llama_config
+        from shedkit.models.tiny import TINY_VOCAB_SIZE, tiny_llama_config
 
-        return "tiny-random:seed0:" + hashlib.sha256(tiny_llama_config(259).to_json_string().encode()).hexdigest()[:12]
+        config = tiny_llama_config(TINY_VOCAB_SIZE).to_json_string()
+        return "tiny-random:seed0:" + hashlib.sha256(config.encode()).hexdigest()[:12]
     if spec.lower() in SMOLLM2_ALIASES:
         sig = _file_signature(smollm2_gguf_path())
         return f"smollm2-135m:{sig['name']}:{sig['size']}"
@@ -182,8 +182,10 @@ def load_model(
 
         model, tokenizer = tiny_random_model(seed=0, dtype=torch_dtype)
     elif name.lower() in SMOLLM2_ALIASES:
-        model, tokenizer = _from_pretrained(str(smollm2_dir(cache_dir)), torch_dtype, trust_remote_code)
+        model, tokenizer = _from_pretrained(str(gguf_dir(smollm2_gguf_path(), cache_dir)), torch_dtype, trust_remote_code)
         model.config.name_or_path = "smollm2-135m"
+    elif name.lower().endswith(".gguf") and Path(name).is_file():
+        model, tokenizer = _from_pretrained(str(gguf_dir(Path(name).resolve(), cache_dir)), torch_dtype, trust_remote_code)
     elif (Path(name) / "adapter_config.json").exists():
         model, tokenizer = _load_adapter(Path(name), torch_dtype, dev, trust_remote_code, cache_dir)
     else:

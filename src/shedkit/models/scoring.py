@@ -21,6 +21,7 @@ from shedkit.models.encode import Encoded
 # configs whose head output is transformed before the softmax: use the model's own logits
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 HEAD_CHUNK = 2048  # target positions per head matmul when scoring (bounds logits memory)
+MAX_PADDING = 0.05  # most share of a scoring batch's tokens that may be padding
 
 
 @dataclass
@@ -90,17 +91,23 @@ def target_logprobs(model, batch: Batch, head_chunk: int | None = None) -> torch
     return torch.log_softmax(logits, dim=-1).gather(1, batch.targets[:, None]).squeeze(1)
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
-    """Indices grouped longest first; a batch holds at most ``batch_size`` rows and
-    ``max_batch_tokens`` padded tokens (always at least one row)."""
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int,
+                          max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices grouped longest first. A batch holds at most ``batch_size`` rows and
+    ``max_batch_tokens`` padded tokens, and closes before its padding would exceed
+    ``max_padding`` of its padded tokens (so a long tail of lengths gets small batches rather
+    than wasted compute); every batch has at least one row."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches, current = [], []
+    batches, current, real = [], [], 0
     for i in order:
-        width = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) >= batch_size or (len(current) + 1) * width > max_batch_tokens):
-            batches.append(current)
-            current = []
+        if current:
+            width, rows = lengths[current[0]], len(current) + 1
+            if (rows > batch_size or rows * width > max_batch_tokens
+                    or rows * width - (real + lengths[i]) > max_padding * rows * width):
+                batches.append(current)
+                current, real = [], 0
         current.append(i)
+        real += lengths[i]
     if current:
         batches.append(current)
     return batches

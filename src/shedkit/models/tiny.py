@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 TINY_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+TINY_VOCAB_SIZE = len(TINY_SPECIALS) + 256
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
