@@ -1,21 +1,10 @@
 import os
-from pathlib import Path
-
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test with the reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the public benchmark data lives in ../shared beside the checkout")
-    return path
+from shared_data import SHARED, shared_path  # noqa: F401  (re-exported for tests)
 
 
 @pytest.fixture(autouse=True)

@@ -144,7 +144,7 @@ def test_dedup_drops_and_reports(tmp_path):
 
 
 def test_lima_history_becomes_turns():
-    from conftest import shared_path
+    from shared_data import shared_path
 
     pool = load_pool(shared_path("data", "lima", "lima.json"))
     multi = [r for r in pool.records if r.row.get("history")]

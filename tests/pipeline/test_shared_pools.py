@@ -3,7 +3,7 @@
 import csv
 import json
 
-from conftest import shared_path
+from shared_data import shared_path
 from shedkit.cli.main import main
 
 
