@@ -1,0 +1,123 @@
+"""The report's charts as PNG bytes (matplotlib, Agg canvas; no pyplot, no global state).
+
+Every function takes plain arrays and returns the PNG's bytes; :func:`data_uri` turns them into
+a ``data:image/png;base64,`` URI so the report stays a single self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Sequence
+
+import numpy as np
+
+SELECTED = "#d9480f"  # selected rows / clusters
+OTHER = "#868e96"  # not selected
+MAX_CURVES = 8  # convergence: at most this many players are drawn (the top by final value)
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure(width: float = 7.0, height: float = 3.2, bottom: float = 0.16):
+    """A figure on an Agg canvas with fixed margins (a layout engine doubles the drawing time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.8 / width, right=0.98, top=0.95, bottom=bottom)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _label_margin(labels: Sequence, count: int) -> float:
+    """Bottom margin that fits rotated tick labels (up to 20 characters), or just the x label."""
+    if count > 40:
+        return 0.1
+    longest = max((len(str(x)[:20]) for x in labels), default=1)
+    return min(0.45, 0.17 + 0.014 * longest)
+
+
+def value_bars(
+    clusters: Sequence[int],
+    values: Sequence[float],
+    stderr: Sequence[float] | None,
+    selected: Sequence[bool],
+) -> bytes:
+    """Cluster values sorted high to low, ±1 standard error, clusters with selected rows highlighted."""
+    values = np.asarray(values, dtype=float)
+    order = np.argsort(-values, kind="stable")
+    picked = np.asarray(selected, dtype=bool)[order]
+    x = np.arange(len(order))
+    fig = _figure(width=min(12.0, max(6.0, 0.15 * len(order))), bottom=_label_margin(clusters, len(order)))
+    ax = fig.add_subplot()
+    colors = np.where(picked, SELECTED, OTHER)
+    err = None
+    if stderr is not None:
+        err = np.nan_to_num(np.asarray(stderr, dtype=float)[order], nan=0.0)
+    ax.bar(x, values[order], yerr=err, color=colors, width=0.85, error_kw={"elinewidth": 0.8, "capsize": 0})
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    if len(order) <= 40:
+        ax.set_xticks(x, [str(clusters[i]) for i in order], fontsize=7, rotation=90)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(f"cluster, by value ({int(picked.sum())} of {len(order)} with selected rows in colour)")
+    ax.set_ylabel("value" + (" ± stderr" if err is not None else ""))
+    return _png(fig)
+
+
+def convergence(permutations: Sequence[int], curves: np.ndarray, labels: Sequence[str]) -> bytes:
+    """Running mean of each player's value (columns of ``curves``) against permutations done."""
+    curves = np.asarray(curves, dtype=float)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for j, label in enumerate(labels):
+        ax.plot(permutations, curves[:, j], linewidth=1.2, label=label)
+    ax.set_xlabel("permutations")
+    ax.set_ylabel("running mean of value")
+    if len(labels) <= MAX_CURVES:
+        ax.legend(fontsize=7, loc="best", ncols=2)
+    return _png(fig)
+
+
+def histogram(name: str, selected: np.ndarray, other: np.ndarray, bins: int = 30) -> bytes:
+    """Overlaid histograms of one score, selected vs not selected, each as a share of its group."""
+    both = np.concatenate([selected, other])
+    lo, hi = float(both.min()), float(both.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    fig = _figure(width=5.5, height=2.8, bottom=0.18)
+    ax = fig.add_subplot()
+    for data, color, label in ((other, OTHER, "not selected"), (selected, SELECTED, "selected")):
+        if len(data):
+            weights = np.full(len(data), 1.0 / len(data))
+            ax.hist(data, bins=edges, weights=weights, color=color, alpha=0.5, histtype="stepfilled",
+                    label=f"{label} (n={len(data)})")
+    ax.set_xlabel(name)
+    ax.set_ylabel("share of group")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def composition_bars(groups: Sequence[str], sizes: Sequence[int], selected: Sequence[int], what: str) -> bytes:
+    """Per group: its size in the pool (grey) and how many of its rows were selected (colour)."""
+    x = np.arange(len(groups))
+    fig = _figure(width=min(12.0, max(6.0, 0.15 * len(groups))), bottom=_label_margin(groups, len(groups)))
+    ax = fig.add_subplot()
+    ax.bar(x, sizes, color=OTHER, width=0.85, label="pool")
+    ax.bar(x, selected, color=SELECTED, width=0.85, label="selected")
+    if len(groups) <= 40:
+        ax.set_xticks(x, [str(g)[:20] for g in groups], fontsize=7, rotation=90)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(what)
+    ax.set_ylabel("rows")
+    ax.legend(fontsize=7)
+    return _png(fig)
