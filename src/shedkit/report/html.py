@@ -23,7 +23,8 @@ from shedkit.report import plots
 
 REPORT_NAME = "report.html"
 VALUATION = Path("work") / "valuation.json"
-GROUP_COLUMNS = ("cluster", "dq_bin")  # categorical score columns: composition, not histograms
+GROUP_NAMES = {"cluster": "cluster", "dq_bin": "DQ bin"}  # categorical score columns: composition
+GROUP_COLUMNS = tuple(GROUP_NAMES)
 NOT_HISTOGRAMMED = ("row", "selected", "is_proxy", *GROUP_COLUMNS)
 LONG_TABLE = 40  # tables with more rows than this are folded into <details>
 
@@ -64,7 +65,9 @@ class _Run:
     @property
     def selected(self) -> np.ndarray:
         sel = self.numeric("selected")
-        return np.zeros(0, dtype=bool) if sel is None else np.nan_to_num(sel) > 0
+        if sel is None:
+            return np.zeros(len(next(iter(self.scores.values()), [])) if self.scores else 0, dtype=bool)
+        return np.nan_to_num(sel) > 0
 
 
 def write_report(run_dir: str | Path, by: Sequence[str] = ()) -> Path:
@@ -192,7 +195,7 @@ def _summary(run: _Run):
         ("python", f"{_get(m, 'environment', 'python', default='?')} on {_get(m, 'environment', 'platform', default='?')}"),
     ]
     versions = _get(m, "environment", "packages", default={}) or {}
-    html = _table(["", ""], [(k, v if v is not None else "") for k, v in rows])
+    html = _table(["run", ""], [(k, v if v is not None else "") for k, v in rows])
     if versions:
         html += "\n<h3>Versions</h3>\n" + _table(["package", "version"], sorted(versions.items()))
     return "summary", "Summary", html
@@ -211,29 +214,29 @@ def _timings(run: _Run):
     return "timings", "Timings", _table(["stage", "seconds", ""], rows) + note
 
 
-def _cluster_table(run: _Run, col: str):
-    """{group: (size, selected count)} for a categorical scores column, groups sorted."""
+def _groups(run: _Run, col: str):
+    """(group keys, each group's first row, sizes, selected counts) of a categorical column."""
     labels = run.numeric(col)
-    if labels is None or not len(labels):
+    if labels is None or not np.isfinite(labels).any():
         return None
-    sel = run.selected
-    keys = sorted({int(x) for x in labels if np.isfinite(x)})
-    return {k: (int((labels == k).sum()), int(((labels == k) & sel).sum())) for k in keys}
+    ok = np.flatnonzero(np.isfinite(labels))
+    keys, first, inverse, sizes = np.unique(labels[ok].astype(np.int64), return_index=True,
+                                            return_inverse=True, return_counts=True)
+    picked = np.bincount(inverse, weights=run.selected[ok], minlength=len(keys)).astype(np.int64)
+    return keys.tolist(), ok[first], sizes.tolist(), picked.tolist()
 
 
 def _cluster_values(run: _Run):
-    labels, values = run.numeric("cluster"), run.numeric("value")
-    if labels is None or values is None:
+    values, groups = run.numeric("value"), _groups(run, "cluster")
+    if values is None or groups is None:
         return None
     stderr = run.numeric("value_stderr")
-    groups = _cluster_table(run, "cluster")
-    clusters = list(groups)
-    first = {k: int(np.flatnonzero(labels == k)[0]) for k in clusters}
-    vals = [values[first[k]] for k in clusters]
-    errs = None if stderr is None else [stderr[first[k]] for k in clusters]
+    clusters, first, _, picked = groups
+    vals = values[first]
+    errs = None if stderr is None else stderr[first]
     if not np.isfinite(vals).any():
         return "values", "Cluster values", _note("the value column is empty")
-    png = plots.value_bars(clusters, vals, errs, [groups[k][1] > 0 for k in clusters])
+    png = plots.value_bars(clusters, vals, errs, [p > 0 for p in picked])
     caption = (f"Value of each of {len(clusters)} clusters (its proxy's value), highest first"
                + ("; bars are ±1 standard error" if errs is not None else "")
                + "; clusters with at least one selected row are coloured.")
@@ -310,24 +313,23 @@ def _histograms(run: _Run):
 
 
 def _composition(run: _Run, col: str):
-    groups = _cluster_table(run, col)
-    if not groups:
+    groups = _groups(run, col)
+    if groups is None:
         return None
-    what = {"cluster": "cluster", "dq_bin": "DQ bin"}[col]
-    values, stderr = run.numeric("value"), run.numeric("value_stderr")
-    labels = run.numeric(col)
-    rows = []
-    for k, (size, picked) in groups.items():
-        row = [k, size, picked, round(picked / size, 4) if size else 0.0]
-        if col == "cluster" and values is not None:
-            i = int(np.flatnonzero(labels == k)[0])
-            row += [float(values[i]), float(stderr[i]) if stderr is not None else ""]
-        rows.append(row)
+    keys, first, sizes, picked = groups
+    what = title = GROUP_NAMES[col]
     header = [what, "rows", "selected", "selected share"]
-    header += ["value", "stderr"] if col == "cluster" and values is not None else []
-    png = plots.composition_bars(list(groups), [s for s, _ in groups.values()], [p for _, p in groups.values()], what)
+    rows = [[k, n, p, round(p / n, 4)] for k, n, p in zip(keys, sizes, picked)]
+    values, stderr = run.numeric("value"), run.numeric("value_stderr")
+    if col == "cluster" and values is not None:  # highest value first, as in the value chart
+        header += ["value", "stderr"]
+        for row, i in zip(rows, first):
+            row += [float(values[i]), float(stderr[i]) if stderr is not None else ""]
+        rows.sort(key=lambda r: -r[4] if np.isfinite(r[4]) else np.inf)
+        what = "cluster (highest value first)"
+    png = plots.composition_bars([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], what)
     html = _figure(png, f"Rows per {what} in the pool and in the subset.") + "\n" + _table(header, rows)
-    return f"by-{col}", f"Composition by {what}", html
+    return f"by-{col}", f"Composition by {title}", html
 
 
 def _composition_by(run: _Run, column: str):
