@@ -33,6 +33,18 @@ def _parse_options(items: list[str] | None) -> dict[str, dict]:
     return out
 
 
+def set_threads(n: int | None) -> None:
+    """``torch.set_num_threads(n)`` when given (the model layer's loops and the embedder follow it)."""
+    if n is not None:
+        import torch
+
+        from shedkit.errors import ShedkitError
+
+        if n < 1:
+            raise ShedkitError("--threads must be >= 1")
+        torch.set_num_threads(int(n))
+
+
 def bench_command(
     ctx: typer.Context,
     suite: Path = typer.Option(..., "--suite", help="Suite directory: pool.jsonl, pool_labels.jsonl, target_<name>_dev/test.jsonl."),
@@ -58,6 +70,8 @@ def bench_command(
     dsir_top_k: bool = typer.Option(False, "--dsir-top-k/--dsir-gumbel", help="DSIR deterministic top-k (then it runs once) instead of Gumbel-top-k sampling."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="Extra method option METHOD.KEY=VALUE (repeatable), e.g. dq.bins=5."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The methods' shared cache (default DIR/cache, so timings include every computation)."),
+    shed_epochs: Optional[float] = typer.Option(None, "--shed-epochs", help="Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
 ) -> None:
@@ -70,6 +84,7 @@ def bench_command(
     from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE
 
     p = merge_config(ctx, dict(ctx.params), config)
+    set_threads(p["threads"])
     recipe = QUICK_RECIPE if p["quick"] else BENCH_RECIPE
     changes = {k: v for k, v in {"epochs": p["epochs"], "max_length": p["max_length"], "lr": p["lr"],
                                   "method": p["train_method"]}.items() if v is not None}
@@ -83,7 +98,7 @@ def bench_command(
         pool_limit=p["pool_limit"], full_epochs=p["full_epochs"], shed_target=p["shed_target"],
         shed_clusters=p["shed_clusters"], shed_permutations=p["shed_permutations"],
         shed_removal_k=p["shed_removal_k"], shed_dev_limit=p["shed_dev_limit"],
-        lobass_ref_epochs=p["lobass_ref_epochs"], dsir_top_k=p["dsir_top_k"],
+        lobass_ref_epochs=p["lobass_ref_epochs"], dsir_top_k=p["dsir_top_k"], shed_epochs=p["shed_epochs"],
         method_options=_parse_options(p["option"]),
     )
     cfg = BenchConfig.quick_config(**settings) if p["quick"] else BenchConfig(**{k: v for k, v in settings.items() if v is not None})

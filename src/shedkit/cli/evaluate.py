@@ -37,6 +37,7 @@ def eval_command(
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
     template: Optional[str] = typer.Option(None, "--template", help="auto | chat | plain prompt format for instruction rows."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
 ) -> None:
     """Score MODEL on each task and print a table (and write DIR/metrics.json with --out)."""
     from rich.console import Console
@@ -47,6 +48,9 @@ def eval_command(
     from shedkit.models.config import ScoreConfig
 
     params = merge_config(ctx, dict(ctx.params), config)
+    from shedkit.cli.bench import set_threads
+
+    set_threads(params["threads"])
     score = ScoreConfig(**{k: params[k] for k in ("batch_size", "max_batch_tokens", "max_length", "precision", "template")
                            if params.get(k) is not None})
     tasks = load_tasks(params["task"], format=params["format"], mmlu_description=params["mmlu_description"])

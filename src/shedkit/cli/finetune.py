@@ -44,6 +44,7 @@ def finetune_command(
     field: Optional[List[str]] = typer.Option(None, "--field", help="Field mapping CANONICAL=COLUMN (repeatable)."),
     skip_empty: bool = typer.Option(False, "--skip-empty/--no-skip-empty", help="Leave out rows with an empty response instead of failing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
     method: Optional[str] = typer.Option(None, "--method", help=_h("method")),
     epochs: Optional[float] = typer.Option(None, "--epochs", help=_h("epochs")),
     lr: Optional[float] = typer.Option(None, "--lr", help=_h("lr")),
@@ -67,6 +68,9 @@ def finetune_command(
     from shedkit.evaluate.recipe import finetune_subset
 
     params = merge_config(ctx, dict(ctx.params), config)
+    from shedkit.cli.bench import set_threads
+
+    set_threads(params["threads"])
     train = TrainConfig(**{k: params[k] for k in TRAIN_FLAGS if params.get(k) is not None})
     console = Console(highlight=False, stderr=True)
     console.print(f"fine-tuning {params['model']} on {params['subset']}: {train.method}, {train.epochs:g} epoch(s), "

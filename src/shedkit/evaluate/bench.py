@@ -76,6 +76,7 @@ class BenchConfig:
     shed_removal_k: int | None = None
     shed_dev_limit: int | None = None  # first N rows of SHED's dev target
     lobass_ref_epochs: float | None = None  # None: LoBaSS's default (1 epoch)
+    shed_epochs: float | None = None  # SHED proxy fine-tunes; None: the recipe's epochs, at least 1
     dsir_top_k: bool = False  # True: deterministic top-k (runs once)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
     quick: bool = False
@@ -174,7 +175,7 @@ class Bench:
         elif method in SHED_METHODS:
             opts.update(target=self._dev_file(c.shed_target, c.shed_dev_limit), objective="loss", model=c.model,
                         clusters=c.shed_clusters, permutations=c.shed_permutations, removal_k=c.shed_removal_k,
-                        epochs=c.recipe.epochs, lr=c.recipe.lr, max_length=c.recipe.max_length,
+                        epochs=c.shed_epochs or max(1.0, c.recipe.epochs), lr=c.recipe.lr, max_length=c.recipe.max_length,
                         batch_size=c.recipe.batch_size)
         elif method == "lobass":
             opts.update(model=c.model, epochs=c.lobass_ref_epochs, max_length=c.recipe.max_length)

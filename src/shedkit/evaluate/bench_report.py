@@ -63,7 +63,8 @@ def results_markdown(doc: dict[str, Any]) -> str:
     if doc.get("quick_settings"):
         q = doc["quick_settings"]
         lines += ["`--quick` settings: " + "; ".join(f"{k} = {v}" for k, v in q.items()) + ".", ""]
-    shed = {k: s[k] for k in ("shed_target", "shed_clusters", "shed_permutations", "shed_removal_k", "shed_dev_limit")}
+    shed = {k.removeprefix("shed_"): s.get(k) for k in ("shed_target", "shed_clusters", "shed_permutations", "shed_removal_k",
+                                                        "shed_dev_limit", "shed_epochs")}
     lines += [f"Method settings: SHED {shed} (value = minus the dev loss, proxies fine-tuned with the recipe);"
               f" LoBaSS reference epochs {s.get('lobass_ref_epochs') or 'default (1)'}; DSIR {'top-k' if s['dsir_top_k'] else 'Gumbel-top-k'} against the loss dev targets;"
               f" overrides {s['method_options'] or 'none'}.", ""]

@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -72,7 +73,9 @@ def finetune_records(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex}"
     try:
-        saved = save_finetuned(result, staging / "model", merged=merged)
+        with warnings.catch_warnings():  # peft looks up an alias's config.json on the hub: say nothing
+            warnings.filterwarnings("ignore", message="Unable to fetch remote file.*")
+            saved = save_finetuned(result, staging / "model", merged=merged)
         doc = {
             "base_model": str(model),
             "base_model_identity": model_identity(str(model)),
