@@ -132,10 +132,11 @@ def test_user_text_is_escaped(tmp_path, make_run, read_report):
     assert report.parser.errors == []
 
 
-def test_minimal_manifest_and_missing_scores(tmp_path, read_report):
+@pytest.mark.parametrize("manifest", [{}, {"method": "x", "counts": [1], "pool": "p", "config": 3, "timings": None}])
+def test_odd_manifest_and_missing_scores(tmp_path, read_report, manifest):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "manifest.json").write_text("{}")
+    (run / "manifest.json").write_text(json.dumps(manifest))
     result = build_report(run)
     assert any("scores.csv" in p for p in result.problems)
     report = read_report(write_report(run))

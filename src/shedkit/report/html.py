@@ -25,7 +25,7 @@ REPORT_NAME = "report.html"
 VALUATION = Path("work") / "valuation.json"
 GROUP_NAMES = {"cluster": "cluster", "dq_bin": "DQ bin"}  # categorical score columns: composition
 GROUP_COLUMNS = tuple(GROUP_NAMES)
-NOT_HISTOGRAMMED = ("row", "selected", "is_proxy", *GROUP_COLUMNS)
+NOT_HISTOGRAMMED = ("row", "id", "selected", "is_proxy", *GROUP_COLUMNS)
 LONG_TABLE = 40  # tables with more rows than this are folded into <details>
 
 CSS = """
@@ -84,10 +84,10 @@ def build_report(run_dir: str | Path, by: Sequence[str] = ()) -> RunReport:
     sections = [
         _summary(run), _timings(run), _cluster_values(run), _convergence(run),
         _histograms(run), *(_composition(run, col) for col in GROUP_COLUMNS),
-        *(_composition_by(run, col) for col in by), _settings(run),
+        *(_composition_by(run, col) for col in dict.fromkeys(by)), _settings(run),
     ]
-    sections = [s for s in sections if s is not None]
-    method = run.manifest.get("method", {}).get("name", "?")
+    sections = _unique_ids([s for s in sections if s is not None])
+    method = _get(run.manifest, "method", "name", default="?")
     title = f"shedkit report: {method} on {Path(str(_get(run.manifest, 'pool', 'path', default='?'))).name}"
     nav = " · ".join(f'<a href="#{sid}">{escape(name)}</a>' for sid, name, _ in sections)
     notes = "".join(f'<li class="note">{escape(p)}</li>' for p in run.problems)
@@ -100,6 +100,16 @@ def build_report(run_dir: str | Path, by: Sequence[str] = ()) -> RunReport:
         + f"{body}\n</main>\n</body>\n</html>\n"
     )
     return RunReport(page, list(run.problems))
+
+
+def _unique_ids(sections: list) -> list:
+    """Suffix repeated section ids (two --by columns can slug alike: "a b", "a-b")."""
+    seen: dict[str, int] = {}
+    out = []
+    for sid, name, html in sections:
+        seen[sid] = seen.get(sid, 0) + 1
+        out.append((sid if seen[sid] == 1 else f"{sid}-{seen[sid]}", name, html))
+    return out
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -133,6 +143,12 @@ def _get(obj: Any, *keys: str, default: Any = None) -> Any:
             return default
         obj = obj[key]
     return obj
+
+
+def _dict(obj: dict, key: str) -> dict:
+    """``obj[key]`` when it is a dict, else {} (a hand-edited manifest must not crash the report)."""
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 # -- HTML pieces ------------------------------------------------------------------------------
@@ -178,9 +194,9 @@ def _note(text: str) -> str:
 # -- sections: each returns (id, heading, html) or None ----------------------------------------
 def _summary(run: _Run):
     m = run.manifest
-    counts = m.get("counts", {})
+    counts = _dict(m, "counts")
     command = m.get("shedkit_command")
-    pool = m.get("pool", {})
+    pool = _dict(m, "pool")
     rows = [
         ("method", _get(m, "method", "name", default="?")),
         ("pool", f"{pool.get('path', '?')} ({pool.get('format', '?')}, {pool.get('container', '?')})"),
@@ -202,8 +218,8 @@ def _summary(run: _Run):
 
 
 def _timings(run: _Run):
-    stages = [(k, v) for k, v in (run.manifest.get("timings") or {}).items()]
-    stages += [(f"method: {k}", v) for k, v in (run.manifest.get("method_timings") or {}).items()]
+    stages = [(k, v) for k, v in _dict(run.manifest, "timings").items()]
+    stages += [(f"method: {k}", v) for k, v in _dict(run.manifest, "method_timings").items()]
     stages = [(k, float(v)) for k, v in stages if isinstance(v, (int, float))]
     if not stages:
         return None
@@ -376,7 +392,7 @@ def _load_pool(run: _Run):
     """(the run's pool, reloaded and checked against scores.csv's ids, "") or (None, why)."""
     from shedkit.data.pool import load_pool
 
-    info = run.manifest.get("pool") or {}
+    info = _dict(run.manifest, "pool")
     raw = info.get("path")
     if not raw:
         return None, "the manifest does not name the pool file"
@@ -399,8 +415,8 @@ def _load_pool(run: _Run):
 
 
 def _settings(run: _Run):
-    config = run.manifest.get("config") or {}
-    method = {k: v for k, v in (run.manifest.get("method") or {}).items() if k != "name"}
+    config = _dict(run.manifest, "config")
+    method = {k: v for k, v in _dict(run.manifest, "method").items() if k != "name"}
     html = _table(["setting", "value"], sorted(config.items())) if config else _note("the manifest has no config")
     if method:
         html += "\n<h3>Method details</h3>\n" + _table(["", ""], sorted(method.items()))
