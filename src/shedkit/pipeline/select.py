@@ -114,7 +114,7 @@ def _manifest(pool, method, n, seed, options, result, timer, command, **load_opt
         "shedkit_command": command if command is not None else list(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pool": {
-            "path": str(pool.path), "container": pool.container, "format": pool.format,
+            "path": str(Path(pool.path).resolve()), "container": pool.container, "format": pool.format,
             "field_map": pool.field_map, "rows": pool.num_rows, "records": len(pool.records),
             "duplicates": len(pool.duplicates), "duplicates_dropped": pool.dedup,
             "skipped_empty": pool.skipped_empty,
@@ -147,7 +147,13 @@ def _write_outputs(sel: SelectionResult, timer: Timer) -> None:
     except ImportError:  # the report module is optional at this stage; the run stays usable
         return
     with timer("report"):  # the report is rebuilt from the directory alone (shedkit report DIR)
-        sel.files["report"] = write_report(out)
+        try:
+            sel.files["report"] = write_report(out)
+        except Exception as exc:  # noqa: BLE001 - a report problem must not lose a finished selection
+            import warnings
+
+            warnings.warn(f"report.html was not written ({exc}); rebuild it with: shedkit report {out}", stacklevel=2)
+            return
     sel.manifest["timings"]["report"] = round(timer.seconds["report"], 4)
     atomic_write_json(out / "manifest.json", sel.manifest)
 
