@@ -51,6 +51,9 @@ def select_command(
     lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tune learning rate."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Max tokens per example."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fine-tune rows per optimiser step (default 8)."),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (default 16)."),
+    ifd: Optional[bool] = typer.Option(None, "--ifd/--no-ifd", help="LoBaSS: also compute IFD (loss with / without the instruction) into scores.csv."),
     # LoBaSS
     reference: Optional[str] = typer.Option(None, "--reference", help="LoBaSS reference model/adapter path (default: fine-tune on the pool)."),
     easy_quantile: Optional[float] = typer.Option(None, "--easy-quantile", help="LoBaSS: drop rows whose base loss is in this lowest quantile."),

@@ -26,7 +26,7 @@ from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.methods.shed_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
 
 DEFAULT_MODEL = "smollm2-135m"
-TRAIN_OPTIONS = ("epochs", "lr", "max_length", "precision", "batch_size")
+TRAIN_OPTIONS = ("epochs", "lr", "max_length", "precision", "batch_size", "lora_r")
 
 
 def run(ctx: MethodContext) -> MethodResult:
@@ -84,6 +84,8 @@ def value_proxies(ctx: MethodContext, proxies, dev):
     train = {k: ctx.option(k) for k in TRAIN_OPTIONS if ctx.option(k) is not None}
     if "epochs" in train:
         train["epochs"] = float(train["epochs"])
+    if ctx.option("train_method") is not None:
+        train["method"] = ctx.option("train_method")
     train_config = TrainConfig(**train)
     model = ctx.option("model", DEFAULT_MODEL)
     score = SubsetScore(model, proxies, dev, train_config, ctx.option("objective", "auto"), seed=ctx.seed)
