@@ -48,6 +48,7 @@ def test_bench_end_to_end_and_incremental_seeds(tmp_path, suite):
         assert set(run["composition"]["labels"]) >= {"clean", "corrupted", "misaligned", "truncated", "boilerplate", "wrong_answer"}
         assert set(run["eval"]["alpaca_test"]) >= {"loss", "n_rows"} and set(run["eval"]["arc_easy_test"]) >= {"acc", "acc_norm"}
         assert run["select_seconds"] >= 0 and run["finetune_seconds"] > 0
+        assert run["finetune_rows_trained"] == (4 if run["method"] == "random" else 10)  # 1 epoch; full: 0.25 epoch
     full = doc["summary"]["full"]
     assert full["deterministic"] and full["runs"] == 1
     labels = [json.loads(line)["label"] for line in (suite / "pool_labels.jsonl").read_text().splitlines()][:40]

@@ -40,6 +40,7 @@ def test_cli_finetune_trains_and_saves_adapter(tmp_path, files):
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["kind"] == "lora-adapter" and stats["base_model"] == "tiny-random" and stats["rows"] == 16
     assert stats["steps"] == 6 == len(stats["step_losses"])  # 16 rows / batch 8 x 3 epochs
+    assert stats["rows_trained"] == 48
     assert stats["train_seconds"] > 0 and stats["wall_seconds"] >= stats["train_seconds"]
     assert stats["train_config"]["lr"] == 5e-3 and stats["subset"]["records"] == 16
     meta = json.loads((out / "shedkit_train.json").read_text())

@@ -37,7 +37,7 @@ import numpy as np
 
 from shedkit.data.containers import atomic_write_json
 from shedkit.errors import ShedkitError
-from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE, RECIPE_SEED, TRAIN_STATS, finetune_records
+from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE, RECIPE_SEED, TRAIN_STATS, finetune_records, rows_trained
 from shedkit.evaluate.suite import Suite, composition, read_labels
 from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig, stable_hash
 
@@ -321,6 +321,7 @@ def _run_record(method, seed, sel, ft_key, stats, evals) -> dict[str, Any]:
         "composition": sel["composition"], "select_seconds": sel["select_seconds"],
         "select_wall_seconds": sel["wall_seconds"], "finetune": f"finetunes/{ft_key}",
         "finetune_seconds": stats.get("train_seconds"), "finetune_steps": stats.get("steps"),
+        "finetune_rows_trained": rows_trained(stats["rows"], stats["train_config"]["epochs"]),
         "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
         "eval": {k: {m: v for m, v in e.items() if m != "source"} for k, e in evals.items()},
     }
@@ -352,6 +353,8 @@ def summarize(runs: list[dict], task_names: list[str], config: BenchConfig) -> d
             "deterministic": config.deterministic(method),
             "seeds": [r["seed"] for r in mine],
             "rows": mine[0]["rows"],
+            "finetune_rows_trained": mine[0]["finetune_rows_trained"],
+            "finetune_steps": mine[0]["finetune_steps"],
             "labels": {k: _stat([r["composition"]["labels"].get(k, 0.0) for r in mine]) for k in labels},
             "sources": {k: _stat([r["composition"]["sources"].get(k, 0.0) for r in mine]) for k in sources},
             "tasks": tasks,

@@ -72,7 +72,7 @@ def results_markdown(doc: dict[str, Any]) -> str:
     if det:
         lines += [f"Deterministic methods run once, not per seed: {', '.join(det)} (no ± for them).", ""]
 
-    header = ["method", "runs", "corrupted"] + kinds + sources + [f"{t} {m}" for t, m in cols] + ["select s", "fine-tune s"]
+    header = ["method", "runs", "corrupted"] + kinds + sources + [f"{t} {m}" for t, m in cols] + ["select s", "fine-tune rows (steps)", "fine-tune s"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     base = doc.get("base") or {}
     if base:
@@ -80,20 +80,22 @@ def results_markdown(doc: dict[str, Any]) -> str:
         for t, m in cols:
             v = base.get(t, {}).get(m)
             row.append("—" if v is None else f"{v:.3f}")
-        lines.append("| " + " | ".join(row + ["—", "—"]) + " |")
+        lines.append("| " + " | ".join(row + ["—", "—", "—"]) + " |")
     for method, m in summary.items():
         runs = "once" if m["deterministic"] else f"{m['runs']} seeds"
         row = [method, runs, _pm(m["labels"].get("corrupted"), "{:.1f}", 100, "%")]
         row += [_pm(m["labels"].get(k), "{:.1f}", 100, "%") for k in kinds]
         row += [_pm(m["sources"].get(k), "{:.0f}", 100, "%") for k in sources]
         row += [_pm(m["tasks"].get(t, {}).get(metric), "{:.3f}") for t, metric in cols]
-        row += [_pm(m["select_seconds"], "{:.1f}"), _pm(m["finetune_seconds"], "{:.0f}")]
+        row += [_pm(m["select_seconds"], "{:.1f}"), f"{m.get('finetune_rows_trained', '—')} ({m.get('finetune_steps', '—')})",
+                _pm(m["finetune_seconds"], "{:.0f}")]
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "Mean ± sample sd over seeds. Corruption kinds and sources are shares of the selected rows"
         " (pool_labels.jsonl, used only for scoring). Losses are mean response-token losses (nats,"
         " lower is better); acc/acc_norm by log-likelihood as lm-evaluation-harness computes them."
+        " `fine-tune rows` counts row presentations (rows × epochs) of the recipe on the subset."
         " `select s` is the method's own selection time (the pool already loaded; methods share the"
         " run's cache, so embeddings are paid by the first method that needs them, and shed-qwcs reuses"
         " shed-qocs's cached proxy fine-tunes for the same seed); `fine-tune s` is the recipe's training"

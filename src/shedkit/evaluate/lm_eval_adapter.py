@@ -67,6 +67,12 @@ def lm_eval_scores(model, tokenizer, tasks: Sequence[Task], batch_size: int = 16
     if not mc:
         return out
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    try:  # lm-eval reads the task files through `datasets`; its per-file bars say nothing here
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length,
               device=str(next(model.parameters()).device))
     with tempfile.TemporaryDirectory(prefix="shedkit-lm-eval-") as tmp:

@@ -85,6 +85,7 @@ def finetune_records(
             "step_losses": stats.step_losses,
             "steps": stats.steps,
             "rows": stats.rows,
+            "rows_trained": rows_trained(stats.rows, config.epochs),
             "tokens": stats.tokens,
             "skipped": stats.skipped,
             "precision": stats.precision,
@@ -100,6 +101,15 @@ def finetune_records(
         shutil.rmtree(staging, ignore_errors=True)
     del result
     return doc
+
+
+def rows_trained(rows: int, epochs: float) -> int:
+    """Row presentations in a fine-tune of ``epochs`` over ``rows`` rows (the model layer trains
+    a fractional last epoch on ``ceil(frac * rows)`` rows)."""
+    import math
+
+    whole, frac = int(epochs), epochs - int(epochs)
+    return whole * rows + (max(1, math.ceil(frac * rows)) if frac > 0 else 0)
 
 
 def finetune_subset(
