@@ -107,7 +107,8 @@ def _rows_of_tokens(tok, n_rows: int, n_tokens: int):
 
 
 def bench_lora(args, model, tok, out: dict) -> None:
-    from shedkit.models import TrainConfig, finetuned
+    from shedkit.models import TrainConfig
+    from shedkit.models.finetune import finetuned
     from shedkit.models.encode import encode_record
 
     rows = _rows_of_tokens(tok, 8, 256)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from shedkit.errors import ShedkitError
-from shedkit.models import ScoreConfig, TrainConfig, field_help, finetune, finetuned, load_model, response_losses, save_finetuned
+from shedkit.models import ScoreConfig, TrainConfig, field_help, load_model, response_losses
+from shedkit.models.finetune import finetune, finetuned, save_finetuned
 
 from conftest import rec
 

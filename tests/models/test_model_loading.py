@@ -71,3 +71,14 @@ def test_cache_root_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SHEDKIT_CACHE", str(tmp_path))
     assert loading.cache_root() == tmp_path
     assert loading.converted_dir(loading.Path(__file__)).parent == tmp_path / "models"
+
+
+def test_package_exports_resolve_and_import_no_torch_until_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, shedkit.models as m; assert 'torch' not in sys.modules; "
+            "import shedkit.models.finetune as f; from shedkit.models import finetuned, FineTuneResult; "
+            "assert m.finetune is f and callable(f.finetune) and finetuned is f.finetuned; "
+            "[getattr(m, n) for n in m.__all__]")
+    subprocess.run([sys.executable, "-c", code], check=True)

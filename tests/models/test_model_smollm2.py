@@ -66,7 +66,8 @@ def test_sensible_losses_on_a_few_rows(smol):
 
 
 def test_one_lora_step(smol):
-    from shedkit.models import TrainConfig, finetune
+    from shedkit.models import TrainConfig
+    from shedkit.models.finetune import finetune
 
     model, tok = smol
     rows = [rec(i, ("user", f"Repeat {i}."), ("assistant", f"{i} {i} {i}.")) for i in range(2)]

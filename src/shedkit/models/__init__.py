@@ -1,11 +1,13 @@
 """The model layer: load models, fine-tune them, score rows and dev sets.
 
 One implementation shared by SHED's value function, LoBaSS and the evaluation tools.
-Importing this package is cheap: torch and transformers load when a function that needs them
+``shedkit.models.finetune`` is the module (import the function with
+``from shedkit.models.finetune import finetune``): a package attribute cannot be both, and
+Python rebinds it to the module whenever the submodule is imported. Importing this package is cheap: torch and transformers load when a function that needs them
 is first used (``TrainConfig``/``ScoreConfig`` never need them).
 
     load_model(spec, dtype="float32", device=None, trust_remote_code=False)  -> (model, tokenizer)
-    finetune(model, tokenizer, records, config, seed)                         -> FineTuneResult
+    finetune.finetune(model, tokenizer, records, config, seed)                -> FineTuneResult
     response_losses(model, tokenizer, records, config, ifd=..., cache_dir=...) -> LossResult
     evaluate(model, tokenizer, dev, objective)                                -> ObjectiveResult
     finetune_and_score(model_spec, train_records, dev, train_config, objective, seed) -> float
@@ -26,7 +28,7 @@ _LAZY = {
     "Encoded": "encode", "encode_record": "encode", "encode_continuation": "encode", "render": "encode",
     "token_logprobs": "scoring",
     "LossResult": "losses", "response_losses": "losses", "model_fingerprint": "losses",
-    "FineTuneResult": "finetune", "TrainStats": "finetune", "finetune": "finetune", "finetuned": "finetune",
+    "FineTuneResult": "finetune", "TrainStats": "finetune", "finetuned": "finetune",
     "save_finetuned": "finetune",
     "DevSet": "objectives", "MCItem": "objectives", "Objective": "objectives", "ObjectiveResult": "objectives",
     "read_dev": "objectives", "evaluate": "objectives", "mc_accuracy": "objectives", "dev_loss": "objectives",
