@@ -85,6 +85,8 @@ def test_deterministic_methods_run_once():
     top = BenchConfig(methods=("dsir",), dsir_top_k=True)
     assert top.seeds_for("dsir") == [None]
     assert BenchConfig(method_options={"dsir": {"top_k": True}}).deterministic("dsir")
+    per = BenchConfig(seeds=1, method_seeds={"random": 3})
+    assert per.seeds_for("random") == [0, 1, 2] and per.seeds_for("dq") == [0] and per.seeds_for("full") == [None]
 
 
 def test_bench_rejects_unknown_method(tmp_path, suite):

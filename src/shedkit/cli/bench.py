@@ -33,6 +33,18 @@ def _parse_options(items: list[str] | None) -> dict[str, dict]:
     return out
 
 
+def _parse_seeds(items: list[str] | None) -> dict[str, int]:
+    from shedkit.errors import ShedkitError
+
+    out = {}
+    for item in items or []:
+        method, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit() or int(n) < 1:
+            raise ShedkitError(f"--method-seeds {item!r}: expected METHOD=N with N >= 1, e.g. random=5")
+        out[method.strip()] = int(n)
+    return out
+
+
 def set_threads(n: int | None) -> None:
     """``torch.set_num_threads(n)`` when given (the model layer's loops and the embedder follow it)."""
     if n is not None:
@@ -52,6 +64,7 @@ def bench_command(
     methods: str = typer.Option("random,dsir,dq,lobass,shed-qocs,shed-qwcs,full", "--methods", help="Comma-separated methods."),
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method (deterministic methods run once)."),
+    method_seeds: Optional[List[str]] = typer.Option(None, "--method-seeds", help="Seed count for one method, METHOD=N (repeatable), e.g. random=5."),
     model: str = typer.Option("smollm2-135m", "--model", help="Base model fine-tuned on every subset (and SHED's/LoBaSS's model)."),
     quick: bool = typer.Option(False, "--quick", help="Cheaper settings (1 epoch, max_length 256, 100 test rows, full pool 0.25 epoch, SHED 8 clusters x 2 permutations, k=2, 50 dev rows; LoBaSS reference 0.25 epoch); listed in results.md."),
     limit_test: Optional[int] = typer.Option(None, "--limit-test", help="Evaluate on the first N rows of each test target."),
@@ -99,7 +112,7 @@ def bench_command(
         shed_clusters=p["shed_clusters"], shed_permutations=p["shed_permutations"],
         shed_removal_k=p["shed_removal_k"], shed_dev_limit=p["shed_dev_limit"],
         lobass_ref_epochs=p["lobass_ref_epochs"], dsir_top_k=p["dsir_top_k"], shed_epochs=p["shed_epochs"],
-        method_options=_parse_options(p["option"]),
+        method_options=_parse_options(p["option"]), method_seeds=_parse_seeds(p["method_seeds"]),
     )
     cfg = BenchConfig.quick_config(**settings) if p["quick"] else BenchConfig(**{k: v for k, v in settings.items() if v is not None})
     console = Console(highlight=False, stderr=True)

@@ -79,6 +79,7 @@ class BenchConfig:
     shed_epochs: float | None = None  # SHED proxy fine-tunes; None: the recipe's epochs, at least 1
     dsir_top_k: bool = False  # True: deterministic top-k (runs once)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+    method_seeds: dict[str, int] = field(default_factory=dict)  # per-method seed counts (default: seeds)
     quick: bool = False
 
     @classmethod
@@ -95,7 +96,7 @@ class BenchConfig:
         return method == "full" or (method == "dsir" and bool(opts.get("top_k", self.dsir_top_k)))
 
     def seeds_for(self, method: str) -> list[int | None]:
-        return [None] if self.deterministic(method) else list(range(self.seeds))
+        return [None] if self.deterministic(method) else list(range(int(self.method_seeds.get(method, self.seeds))))
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}

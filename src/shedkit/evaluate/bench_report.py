@@ -47,7 +47,9 @@ def results_markdown(doc: dict[str, Any]) -> str:
         f"Pool: {pool['records']} rows ({pool['path']}"
         + (f", first {pool['pool_limit']} rows" if pool.get("pool_limit") else "")
         + (f"; {len(pool['skipped_empty'])} row(s) with an empty response left out: lines {pool['skipped_empty']}" if pool["skipped_empty"] else "")
-        + f"). Budget {s['budget']}; seeds 0..{s['seeds'] - 1}; model {s['model']}.",
+        + f"). Budget {s['budget']}; seeds 0..{s['seeds'] - 1}"
+        + "".join(f", {m}: seeds 0..{n - 1}" for m, n in (s.get("method_seeds") or {}).items())
+        + f"; model {s['model']}.",
         "",
         f"Fine-tune recipe (every subset, seed {s['recipe_seed']}): {recipe['method']}"
         + (f" r={recipe['lora_r']} alpha={recipe['lora_alpha']:g} dropout={recipe['lora_dropout']:g} on {recipe['target_modules']}" if recipe["method"] == "lora" else "")
