@@ -92,6 +92,12 @@ def results_markdown(doc: dict[str, Any]) -> str:
         row += [_pm(m["select_seconds"], "{:.1f}"), f"{m.get('finetune_rows_trained', '—')} ({m.get('finetune_steps', '—')})",
                 _pm(m["finetune_seconds"], "{:.0f}")]
         lines.append("| " + " | ".join(row) + " |")
+    full = summary.get("full")
+    if full and full.get("finetune_seconds", {}).get("mean") and full.get("finetune_rows_trained"):
+        per_row = full["finetune_seconds"]["mean"] / full["finetune_rows_trained"]
+        lines += ["", f"Full-pool fine-tune: {full['finetune_seconds']['mean']:.0f} s for {full['finetune_rows_trained']} rows;"
+                      f" one epoch of the {full['rows']}-row pool at this rate ≈ {per_row * full['rows'] / 60:.1f} min,"
+                      f" against the selection times above."]
     lines += [
         "",
         "Mean ± sample sd over seeds. Corruption kinds and sources are shares of the selected rows"
