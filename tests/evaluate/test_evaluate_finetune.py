@@ -10,7 +10,8 @@ from shedkit.cli.main import main
 from shedkit.data.pool import load_pool
 from shedkit.errors import ShedkitError
 from shedkit.evaluate import evaluate_model, finetune_subset, load_task
-from shedkit.models import ScoreConfig, TrainConfig, finetune, load_model
+from shedkit.models import ScoreConfig, TrainConfig, load_model
+from shedkit.models.finetune import finetune  # not via shedkit.models: the submodule shadows the function once imported
 from shedkit.models.objectives import dev_loss
 
 FP32 = ScoreConfig(precision="fp32")
