@@ -61,7 +61,8 @@ def test_bench_end_to_end_and_incremental_seeds(tmp_path, suite):
     n_tasks = 2
     assert doc["stages"]["computed"] == {"select": 2, "finetune": 2, "eval": 3 * n_tasks}  # base + 2 models
     md = (out / "results.md").read_text()
-    assert "| random | 1 seeds |" in md and "| full | once |" in md and "--quick" in md and "run once" in md
+    assert "| random | 1 seed |" in md and "| full | once |" in md and "--quick" in md and "run once" in md
+    assert "Compute behind these results" in md and "Method settings:" not in md  # random and full have no settings
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ft_stats = json.loads(next((out / "finetunes").glob("*/train_stats.json")).read_text())
     assert ft_stats["train_config"]["max_length"] == 256 and ft_stats["train_config"]["epochs"] in (1.0, 0.25)
@@ -87,6 +88,19 @@ def test_deterministic_methods_run_once():
     assert BenchConfig(method_options={"dsir": {"top_k": True}}).deterministic("dsir")
     per = BenchConfig(seeds=1, method_seeds={"random": 3})
     assert per.seeds_for("random") == [0, 1, 2] and per.seeds_for("dq") == [0] and per.seeds_for("full") == [None]
+
+
+def test_selection_keys_follow_file_content_not_paths(tmp_path):
+    from shedkit.evaluate.bench import content_keyed
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "sub" / "b.jsonl"
+    b.parent.mkdir()
+    a.write_text("x\n")
+    b.write_text("x\n")
+    assert content_keyed({"target": [str(a)], "k": 3}) == content_keyed({"target": [str(b)], "k": 3})
+    b.write_text("y\n")
+    assert content_keyed({"target": [str(a)]}) != content_keyed({"target": [str(b)]})
+    assert content_keyed({"model": "tiny-random"}) == {"model": "tiny-random"}
 
 
 def test_bench_rejects_unknown_method(tmp_path, suite):

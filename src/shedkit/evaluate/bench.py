@@ -10,7 +10,7 @@ Every stage is cached in the output directory and keyed by content, so a rerun, 
 with one more method or seed, computes only what is new:
 - ``selections/<method>-<seed|once>-<key>/``  the select run (subset, scores, manifest,
   report) + ``bench_selection.json`` (its completion marker); key = method, seed, budget,
-  options, pool records;
+  options (target files by content), pool records;
 - ``finetunes/<key>/``  the saved fine-tune + ``train_stats.json``; key = base model identity,
   recipe, recipe seed and the subset's record ids — equal subsets share one fine-tune;
 - ``evals/<finetune key>/<task>-<key>.json``  one task's metrics; key = task rows, scoring
@@ -202,7 +202,7 @@ class Bench:
 
         opts = self.method_options(method)
         key = stable_hash({"method": method, "seed": seed, "budget": str(self.config.budget), "pool": self.pool_key,
-                           "options": {k: v for k, v in opts.items() if k != "progress"}, "v": BENCH_VERSION}, 12)
+                           "options": content_keyed({k: v for k, v in opts.items() if k != "progress"}), "v": BENCH_VERSION}, 12)
         tag = "once" if seed is None else f"s{seed}"
         sel_dir = self.out / "selections" / f"{method}-{tag}-{key}"
         marker = sel_dir / "bench_selection.json"
@@ -313,6 +313,20 @@ class Bench:
         write_plot(doc, self.out / "results.png")
         write_results_md(doc, self.out / "results.md")
         return doc
+
+
+def content_keyed(value: Any) -> Any:
+    """``value`` with every string that names an existing file replaced by a hash of the file's
+    bytes, so cache keys follow content, not where the suite or the output directory lives."""
+    import hashlib
+
+    if isinstance(value, dict):
+        return {k: content_keyed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [content_keyed(v) for v in value]
+    if isinstance(value, (str, Path)) and len(str(value)) < 4096 and Path(value).is_file():
+        return {"file_sha256": hashlib.sha256(Path(value).read_bytes()).hexdigest()[:24]}
+    return value
 
 
 def _run_record(method, seed, sel, ft_key, stats, evals) -> dict[str, Any]:

@@ -64,12 +64,9 @@ def results_markdown(doc: dict[str, Any]) -> str:
     ]
     if doc.get("quick_settings"):
         q = doc["quick_settings"]
-        lines += ["`--quick` settings: " + "; ".join(f"{k} = {v}" for k, v in q.items()) + ".", ""]
-    shed = {k.removeprefix("shed_"): s.get(k) for k in ("shed_target", "shed_clusters", "shed_permutations", "shed_removal_k",
-                                                        "shed_dev_limit", "shed_epochs")}
-    lines += [f"Method settings: SHED {shed} (value = minus the dev loss, proxies fine-tuned with the recipe);"
-              f" LoBaSS reference epochs {s.get('lobass_ref_epochs') or 'default (1)'}; DSIR {'top-k' if s['dsir_top_k'] else 'Gumbel-top-k'} against the loss dev targets;"
-              f" overrides {s['method_options'] or 'none'}.", ""]
+        lines += ["`--quick` defaults (flags given on the command line override them; the effective values are"
+                  " the ones above and below): " + "; ".join(f"{k} = {v}" for k, v in q.items()) + ".", ""]
+    lines += [_method_settings(s), ""]
     det = doc.get("deterministic_methods") or []
     if det:
         lines += [f"Deterministic methods run once, not per seed: {', '.join(det)} (no ± for them).", ""]
@@ -84,7 +81,7 @@ def results_markdown(doc: dict[str, Any]) -> str:
             row.append("—" if v is None else f"{v:.3f}")
         lines.append("| " + " | ".join(row + ["—", "—", "—"]) + " |")
     for method, m in summary.items():
-        runs = "once" if m["deterministic"] else f"{m['runs']} seeds"
+        runs = "once" if m["deterministic"] else f"{m['runs']} seed" + ("s" if m["runs"] > 1 else "")
         row = [method, runs, _pm(m["labels"].get("corrupted"), "{:.1f}", 100, "%")]
         row += [_pm(m["labels"].get(k), "{:.1f}", 100, "%") for k in kinds]
         row += [_pm(m["sources"].get(k), "{:.0f}", 100, "%") for k in sources]
@@ -98,6 +95,9 @@ def results_markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"Full-pool fine-tune: {full['finetune_seconds']['mean']:.0f} s for {full['finetune_rows_trained']} rows;"
                       f" one epoch of the {full['rows']}-row pool at this rate ≈ {per_row * full['rows'] / 60:.1f} min,"
                       f" against the selection times above."]
+    spent = compute_seconds(doc)
+    lines += ["", "Compute behind these results (summed over stages, whichever invocation computed them): "
+                  + ", ".join(f"{k} {v / 60:.1f} min" for k, v in spent.items()) + "."]
     lines += [
         "",
         "Mean ± sample sd over seeds. Corruption kinds and sources are shares of the selected rows"
@@ -115,6 +115,35 @@ def results_markdown(doc: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _method_settings(s: dict[str, Any]) -> str:
+    methods = s["methods"]
+    parts = []
+    if any(m.startswith("shed") for m in methods):
+        epochs = s.get("shed_epochs") or max(1.0, s["recipe"]["epochs"])
+        parts.append(f"SHED: value = minus the loss on target_{s['shed_target']}_dev"
+                     + (f" (first {s['shed_dev_limit']} rows)" if s.get("shed_dev_limit") else "")
+                     + f", {s.get('shed_clusters') or 'about sqrt(N)'} clusters, {s.get('shed_permutations') or 'default'} permutation(s),"
+                       f" removal k={s.get('shed_removal_k') or 1}, proxies fine-tuned {epochs:g} epoch(s) with the recipe's lr/batch/max_length")
+    if "lobass" in methods:
+        parts.append(f"LoBaSS: reference = the base fine-tuned on the pool for {s.get('lobass_ref_epochs') or 1} epoch(s)")
+    if "dsir" in methods:
+        parts.append(f"DSIR: {'deterministic top-k' if s['dsir_top_k'] else 'Gumbel-top-k (seeded)'} against the instruction-row dev targets")
+    if "dq" in methods:
+        parts.append("DQ: default bins and embedder (all-MiniLM-L6-v2)")
+    if s.get("method_options"):
+        parts.append(f"overrides {s['method_options']}")
+    return "Method settings: " + "; ".join(parts) + "." if parts else ""
+
+
+def compute_seconds(doc: dict[str, Any]) -> dict[str, float]:
+    """Seconds spent per stage on the runs in ``doc`` (selection, fine-tune, evaluation incl. the base)."""
+    runs = doc["runs"]
+    evals = sum(float(m.get("seconds") or 0) for r in runs for m in r["eval"].values())
+    evals += sum(float(m.get("seconds") or 0) for m in (doc.get("base") or {}).values())
+    return {"selection": sum(float(r["select_seconds"] or 0) for r in runs),
+            "fine-tuning": sum(float(r["finetune_seconds"] or 0) for r in runs), "evaluation": evals}
 
 
 def write_results_md(doc: dict[str, Any], path: str | Path) -> Path:
@@ -143,15 +172,18 @@ def write_plot(doc: dict[str, Any], path: str | Path) -> Path:
     x = range(len(methods))
     for ax, (title, stats, base) in zip(axes[0], panels):
         means = [s["mean"] if s and s.get("mean") is not None else float("nan") for s in stats]
-        sds = [s["sd"] if s and s.get("sd") is not None else 0.0 for s in stats]
-        ax.bar(x, means, yerr=sds, color="#4c72b0", capsize=3)
+        ax.bar(x, means, color="#4c72b0")
+        with_sd = [(i, mu, st["sd"]) for i, (mu, st) in enumerate(zip(means, stats)) if st and st.get("sd") is not None]
+        if with_sd:
+            ax.errorbar([i for i, _, _ in with_sd], [mu for _, mu, _ in with_sd], yerr=[sd for _, _, sd in with_sd],
+                        fmt="none", ecolor="black", capsize=3)
         if base is not None:
             ax.axhline(base, color="#c44e52", linestyle="--", linewidth=1, label="base")
             ax.legend(fontsize=7)
         finite = [v for v in means if v == v]
         if finite and "share" not in title:
             lo, hi = min(finite + ([base] if base is not None else [])), max(finite + ([base] if base is not None else []))
-            pad = (hi - lo) * 0.3 + 1e-3
+            pad = max((hi - lo) * 0.3, 0.02 * max(abs(hi), 1e-3))
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_title(title, fontsize=9)
         ax.set_xticks(list(x))
