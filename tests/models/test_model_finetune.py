@@ -45,9 +45,10 @@ def test_full_finetune_changes_base_weights_of_a_copy(tiny, rows):
 
 def test_same_seed_bitwise_same_other_seed_differs(tiny, rows):
     model, tok = tiny
-    a = finetune(model, tok, rows, FAST, seed=1, progress=False)
-    b = finetune(model, tok, rows, FAST, seed=1, progress=False)
-    c = finetune(model, tok, rows, FAST, seed=2, progress=False)
+    cfg = TrainConfig(**{**FAST.to_dict(), "lora_dropout": 0.1})  # dropout draws from the seeded RNG too
+    a = finetune(model, tok, rows, cfg, seed=1, progress=False)
+    b = finetune(model, tok, rows, cfg, seed=1, progress=False)
+    c = finetune(model, tok, rows, cfg, seed=2, progress=False)
     assert a.stats.step_losses == b.stats.step_losses
     assert same(state(a.model), state(b.model))
     assert not same(state(a.model), state(c.model))
