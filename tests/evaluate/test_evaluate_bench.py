@@ -80,6 +80,20 @@ def test_bench_end_to_end_and_incremental_seeds(tmp_path, suite):
             assert r["eval"] == first[(r["method"], r["seed"])]["eval"]
 
 
+def test_bench_recipe_spells_out_every_field():
+    """The fixed recipe names each TrainConfig field, so a changed default cannot change it."""
+    import ast
+    import inspect
+    from dataclasses import fields
+
+    from shedkit.evaluate import recipe
+    from shedkit.models import TrainConfig
+
+    call = next(n for n in ast.walk(ast.parse(inspect.getsource(recipe)))
+                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "BENCH_RECIPE").value
+    assert {k.arg for k in call.keywords} == {f.name for f in fields(TrainConfig)}
+
+
 def test_deterministic_methods_run_once():
     cfg = BenchConfig(methods=("random", "dsir", "full"), seeds=3)
     assert cfg.seeds_for("random") == [0, 1, 2] and cfg.seeds_for("dsir") == [0, 1, 2] and cfg.seeds_for("full") == [None]
