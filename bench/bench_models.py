@@ -22,7 +22,7 @@ Sections (all by default; ``--sections load,forward,lora,scorer``):
               tokens/s of each, and ratios batched/bound and batched/naive.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/bench_models.py [--sections ...]
-        [--repeats 3] [--rows 48] [--rounds 3] [--batch-size 16] [--threads N] [--json out.json]
+        [--repeats 3] [--rows 128] [--rounds 2] [--batch-size 16] [--threads N] [--json out.json]
 
 Timings on a shared machine are noisy: the load average at start and end is printed with them.
 """
@@ -220,8 +220,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sections", default="load,forward,lora,scorer")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--rows", type=int, default=48)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rows", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--forward-batch", type=int, default=4)
     p.add_argument("--lora-steps", type=int, default=3)

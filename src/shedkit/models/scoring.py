@@ -28,7 +28,7 @@ from shedkit.models.encode import Encoded
 # configs whose head output is transformed before the softmax: use the model's own logits
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 HEAD_CHUNK = 2048  # target positions per head matmul when scoring (bounds logits memory)
-MAX_PADDING = 0.05  # most share of a scoring batch's tokens that may be padding
+MAX_PADDING = 0.1  # most share of a scoring batch's tokens that may be padding
 
 
 @dataclass
