@@ -14,6 +14,8 @@ from typing import List, Optional
 
 import typer
 
+from shedkit.util.defaults import DEFAULT_MODEL
+
 from shedkit.cli.config import merge_config
 
 
@@ -65,7 +67,7 @@ def bench_command(
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method (deterministic methods run once)."),
     method_seeds: Optional[List[str]] = typer.Option(None, "--method-seeds", help="Seed count for one method, METHOD=N (repeatable), e.g. random=5."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Base model fine-tuned on every subset (and SHED's/LoBaSS's model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model fine-tuned on every subset (and SHED's/LoBaSS's model)."),
     quick: bool = typer.Option(False, "--quick", help="Cheaper settings (1 epoch, max_length 256, 100 test rows, full pool 0.25 epoch, SHED 8 clusters x 2 permutations, k=2, 50 dev rows; LoBaSS reference 0.25 epoch); listed in results.md."),
     limit_test: Optional[int] = typer.Option(None, "--limit-test", help="Evaluate on the first N rows of each test target."),
     pool_limit: Optional[int] = typer.Option(None, "--pool-limit", help="Use only the first N rows of the pool."),

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from shedkit.util.defaults import DEFAULT_EMBEDDER
+
 from shedkit.cli.config import merge_config
 
 
@@ -15,7 +17,7 @@ def cluster_command(
     pool: Path = typer.Argument(..., help="Pool file or saved HF dataset dir."),
     out: Path = typer.Option(Path("shedkit-clusters"), "--out", "-o", help="Output directory."),
     clusters: Optional[int] = typer.Option(None, "--clusters", "-k", help="Number of clusters (default about sqrt(N))."),
-    embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder", help="Sentence-transformers id/path or 'hashed-ngrams'."),
+    embedder: str = typer.Option(DEFAULT_EMBEDDER, "--embedder", help="Sentence-transformers id/path or 'hashed-ngrams'."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | mps (default: best available)."),
     cluster_backend: str = typer.Option("auto", "--cluster-backend", help="auto (faiss if installed) | faiss | sklearn."),
     kmeans_iters: int = typer.Option(50, "--kmeans-iters", help="Lloyd iterations."),

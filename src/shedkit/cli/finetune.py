@@ -16,6 +16,8 @@ from typing import List, Optional
 
 import typer
 
+from shedkit.util.defaults import DEFAULT_MODEL
+
 from shedkit.cli.config import merge_config
 from shedkit.models.config import TrainConfig, field_help
 
@@ -35,7 +37,7 @@ TRAIN_FLAGS = ("method", "epochs", "lr", "batch_size", "grad_accum", "max_length
 def finetune_command(
     ctx: typer.Context,
     subset: Path = typer.Argument(..., help="Training rows: any pool file shedkit reads (.jsonl, .json, .parquet, .csv, HF dataset dir)."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Base model: HF id, local path, smollm2-135m or tiny-random."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model: HF id, local path, smollm2-135m or tiny-random."),
     out: Path = typer.Option(..., "--out", "-o", help="New directory for the fine-tuned model (must not exist)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the row order, LoRA initialisation and dropout."),
     merged: bool = typer.Option(False, "--merged/--adapter", help="LoRA: save merged whole weights instead of the adapter."),

@@ -18,12 +18,14 @@ from typing import Any, List, Mapping, Optional
 
 import typer
 
+from shedkit.util.defaults import DEFAULT_MODEL
+
 from shedkit.cli.config import merge_config
 
 
 def score_pool(
     pool: str | Path,
-    model: str = "smollm2-135m",
+    model: str = DEFAULT_MODEL,
     out: str | Path = "shedkit-score",
     *,
     ifd: bool = False,
@@ -103,7 +105,7 @@ def _cell(value: float, integer: bool = False):
 def score_command(
     ctx: typer.Context,
     pool: Path = typer.Argument(..., help="Pool file (.jsonl, .json, .parquet, .csv) or saved HF dataset dir."),
-    model: str = typer.Option("smollm2-135m", "--model", help="HF id, local path, smollm2-135m or tiny-random."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="HF id, local path, smollm2-135m or tiny-random."),
     out: Path = typer.Option(Path("shedkit-score"), "--out", "-o", help="Output directory (scores.csv, manifest.json)."),
     ifd: bool = typer.Option(False, "--ifd/--no-ifd", help="Also compute IFD (loss with the instruction / without it): one extra pass over the responses."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 
 from shedkit.errors import ShedkitError
+from shedkit.util.registry import unknown_name
 
 # name -> module under shedkit.pipeline.methods exposing run(ctx) -> MethodResult
 METHODS: dict[str, str] = {
@@ -21,9 +21,7 @@ METHODS: dict[str, str] = {
 
 def get_method(name: str):
     if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ShedkitError(f"unknown method '{name}'{hint}; choose one of: {', '.join(METHODS)}")
+        raise unknown_name("method", name, METHODS)
     try:
         module = importlib.import_module(f"shedkit.pipeline.methods.{METHODS[name]}")
     except ModuleNotFoundError as exc:

@@ -15,13 +15,14 @@ import time
 
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.selectors import dq
+from shedkit.util.defaults import DEFAULT_EMBEDDER
 
 
 def run(ctx: MethodContext) -> MethodResult:
     from shedkit.embed import embed_records
 
     progress = bool(ctx.option("progress", True))
-    embedder = ctx.option("embedder", "all-MiniLM-L6-v2")
+    embedder = ctx.option("embedder", DEFAULT_EMBEDDER)
     clock = time.perf_counter()
     embeddings = embed_records(
         ctx.records,

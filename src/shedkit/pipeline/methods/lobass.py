@@ -45,8 +45,8 @@ from shedkit.data.records import Record
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.selectors.learnability import guard_masks, parse_quota, select_learnable
+from shedkit.util.defaults import DEFAULT_MODEL
 
-DEFAULT_MODEL = "smollm2-135m"
 SCORE_OPTIONS = {"max_length": "max_length", "precision": "precision", "template": "template",
                  "score_batch_size": "batch_size", "max_batch_tokens": "max_batch_tokens"}
 

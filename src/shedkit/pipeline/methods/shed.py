@@ -24,8 +24,8 @@ import numpy as np
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.methods.shed_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
+from shedkit.util.defaults import DEFAULT_MODEL
 
-DEFAULT_MODEL = "smollm2-135m"
 TRAIN_OPTIONS = ("epochs", "lr", "max_length", "precision", "batch_size", "lora_r")
 
 

@@ -23,6 +23,7 @@ from shedkit.cluster import ClusteringResult, cluster_records, resolve_backend
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.selectors.samplers import default_temperature, qocs_sample, qwcs_sample, read_cluster_values
+from shedkit.util.defaults import DEFAULT_EMBEDDER
 
 SAMPLERS = ("qocs", "qwcs")
 
@@ -38,7 +39,7 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
         progress = bool(ctx.option("progress", True))
     from shedkit.embed import get_embedder
 
-    embedder = get_embedder(ctx.option("embedder", "all-MiniLM-L6-v2"), device=ctx.option("device"))
+    embedder = get_embedder(ctx.option("embedder", DEFAULT_EMBEDDER), device=ctx.option("device"))
     settings = {
         "embedder": embedder.identity,
         "clusters": ctx.option("clusters"),
