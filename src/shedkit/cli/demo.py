@@ -39,7 +39,7 @@ def demo_command(
     data = write_demo_data(out / "data", n=rows, seed=seed)
     console.print(f"demo pool: {data['pool']} ({rows} rows, labels in {data['pool_labels'].name})")
     options = dict(DEMO_OPTIONS) if method == DEMO_METHOD else {}
-    if method.startswith(("shed", "dsir", "lobass")):
+    if method.startswith(("shed", "dsir")):
         options.setdefault("target", [data["target_dev"]])
     result = select(data["pool"], method=method, budget=budget, seed=seed, out=out / "run",
                     command=["shedkit", "demo", "--method", method], **options)
