@@ -1,6 +1,6 @@
 """--method shed-qocs | shed-qwcs: cluster, value the proxies by Shapley, sample by value.
 
-1. cluster the pool and pick one proxy per cluster (``shed_sampling.clustering_for``);
+1. cluster the pool and pick one proxy per cluster (``cluster_sampling.clustering_for``);
 2. value the proxies: v(S) = dev score of the base model fine-tuned on proxies S (cached on
    disk per subset + settings, so a rerun or a resumed run fine-tunes nothing twice), with the
    chosen estimator and stopping rules, on the chosen backend;
@@ -28,7 +28,7 @@ from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.options import (BackendOptions, ClusteringOptions, CommonOptions, ModelOptions, TrainOptions,
                                       ValuationOptions, opt, train_config_from)
-from shedkit.pipeline.methods.shed_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
+from shedkit.pipeline.cluster_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
 from shedkit.util.defaults import DEFAULT_MODEL
 
 
