@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from shedkit.util.defaults import DEFAULT_MODEL
-
 from shedkit.cli.config import merge_config
+from shedkit.cli.flags import ConfigFlag, RunFlags, with_flags
+from shedkit.util.defaults import DEFAULT_MODEL
 
 
 def _parse_options(items: list[str] | None) -> dict[str, dict]:
@@ -86,9 +86,7 @@ def bench_command(
     option: Optional[List[str]] = typer.Option(None, "--option", help="Extra method option METHOD.KEY=VALUE (repeatable), e.g. dq.bins=5."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The methods' shared cache (default DIR/cache, so timings include every computation)."),
     shed_epochs: Optional[float] = typer.Option(None, "--shed-epochs", help="Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
+    **flags: Any,
 ) -> None:
     """Benchmark selection methods: select, fine-tune with one recipe, evaluate on held-out targets."""
     from dataclasses import replace
@@ -98,7 +96,7 @@ def bench_command(
     from shedkit.evaluate.bench import BenchConfig, run_bench
     from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE
 
-    p = merge_config(ctx, dict(ctx.params), config)
+    p = merge_config(ctx, dict(ctx.params), ctx.params["config"])
     set_threads(p["threads"])
     recipe = QUICK_RECIPE if p["quick"] else BENCH_RECIPE
     changes = {k: v for k, v in {"epochs": p["epochs"], "max_length": p["max_length"], "lr": p["lr"],
@@ -131,4 +129,5 @@ def bench_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench", help="Benchmark selection methods on a suite: select, fine-tune, evaluate.")(bench_command)
+    command = with_flags(RunFlags, ConfigFlag)(bench_command)
+    app.command("bench", help="Benchmark selection methods on a suite: select, fine-tune, evaluate.")(command)

@@ -51,12 +51,27 @@ class RunFlags:
     threads: Optional[int] = flag(None, "torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU).")
 
 
+def _score_flags() -> type:
+    from shedkit.models.config import ScoreConfig
+    from shedkit.pipeline.options import options_from_config
+
+    cls = options_from_config(ScoreConfig, "ScoreFlags")
+    cls.panel = "Scoring options"
+    return cls
+
+
+#: every ``ScoreConfig`` field as a flag (``shedkit score``, ``shedkit eval``)
+ScoreFlags = _score_flags()
+
+
 def flag_parameters(classes: Iterable[type], skip: Iterable[str] = (), defaults: dict[str, Any] | None = None,
-                    taken: Iterable[str] = ()) -> list[inspect.Parameter]:
-    """One keyword parameter per field of ``classes`` (first declaration of a name wins)."""
+                    taken: Iterable[str] = (), names: dict[str, tuple[str, ...]] | None = None) -> list[inspect.Parameter]:
+    """One keyword parameter per field of ``classes`` (first declaration of a name wins), shown
+    in ``--help`` under the name of the group that declares it. ``defaults`` and ``names``
+    override a field's default and flag spelling for this command."""
     import typing
 
-    skip, defaults, seen = set(skip), dict(defaults or {}), set(taken)
+    skip, defaults, names, seen = set(skip), dict(defaults or {}), dict(names or {}), set(taken)
     out = []
     for cls in classes:
         hints = typing.get_type_hints(cls)
@@ -65,20 +80,35 @@ def flag_parameters(classes: Iterable[type], skip: Iterable[str] = (), defaults:
                 continue
             seen.add(f.name)
             default = defaults.get(f.name, f.default if f.default is not MISSING else None)
-            names = f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),)
-            option = typer.Option(default, *names, help=f.metadata.get("help", ""))
+            spelling = names.get(f.name) or f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),)
+            option = typer.Option(default, *spelling, help=f.metadata.get("help", ""),
+                                  rich_help_panel=_panel(cls, f.name))
             out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                          annotation=hints[f.name]))
     return out
 
 
-def with_flags(*classes: type, skip: Iterable[str] = (), defaults: dict[str, Any] | None = None) -> Callable:
+def _panel(cls: type, name: str) -> str | None:
+    """The help panel of field ``name``: the group (base class) that declares it."""
+    for base in reversed(cls.__mro__):
+        if name in base.__dict__.get("__annotations__", {}):
+            if base.__name__ == "Options":  # a method's own options: named by its module
+                return f"{base.__module__.rsplit('.', 1)[-1].upper()} options"
+            if "panel" in base.__dict__:
+                return base.__dict__["panel"]
+            label = base.__name__.removesuffix("Options").removesuffix("Flags").removesuffix("Flag")
+            return None if label in ("Input", "Config", "Cache", "Run") else f"{label} options"
+    return None
+
+
+def with_flags(*classes: type, skip: Iterable[str] = (), defaults: dict[str, Any] | None = None,
+               names: dict[str, tuple[str, ...]] | None = None) -> Callable:
     """Decorate ``command(ctx, ..., **options)``: its signature gains the fields of ``classes``."""
 
     def decorate(func: Callable) -> Callable:
         sig = inspect.signature(func, eval_str=True)
         own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        extra = flag_parameters(classes, skip=skip, defaults=defaults, taken=[p.name for p in own])
+        extra = flag_parameters(classes, skip=skip, defaults=defaults, taken=[p.name for p in own], names=names)
         func.__signature__ = sig.replace(parameters=[*own, *extra])
         return func
 

@@ -75,23 +75,27 @@ class TargetOptions:
     target: Optional[List[Path]] = opt("Target dev set(s): Alpaca-style rows or {query, choices, gold} (repeatable).")
 
 
-def _train_options() -> type:
-    """``TrainConfig``'s fields as options (help text and defaults read from it, never re-typed);
-    its ``method`` field is the ``train_method`` option (``--method`` names the selection method)."""
+def options_from_config(config_cls: type, name: str, rename: Mapping[str, str] | None = None) -> type:
+    """An options dataclass with one ``None``-default field per field of a model-layer config
+    (``TrainConfig``, ``ScoreConfig``), its help and default read from the config, never re-typed."""
     types = {"int": int, "float": float, "str": str, "bool": bool}
+    rename = dict(rename or {})
     spec = []
-    for f in fields(TrainConfig):
+    for f in fields(config_cls):
         kind = types[f.type] if isinstance(f.type, str) else f.type
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        name = "train_method" if f.name == "method" else f.name
-        spec.append((name, Optional[kind], opt(f"Fine-tunes: {f.metadata['help']} [default: {default}]")))
-    cls = make_dataclass("TrainOptions", spec)
+        help_text = f"{f.metadata['help']} [default: {default}]"
+        spec.append((rename.get(f.name, f.name), Optional[kind], opt(help_text)))
+    cls = make_dataclass(name, spec)
     cls.__module__ = __name__
+    cls.__doc__ = f"Every field of shedkit.models.{config_cls.__name__}, as options."
     return cls
 
 
-TrainOptions = _train_options()
-TrainOptions.__doc__ = "How proxy / reference models are fine-tuned: every field of shedkit.models.TrainConfig."
+#: how proxy / reference models are fine-tuned; TrainConfig's ``method`` is ``train_method``
+#: here (``--method`` names the selection method)
+TrainOptions = options_from_config(TrainConfig, "TrainOptions", {"method": "train_method"})
+TrainOptions.panel = "Fine-tuning options"
 
 
 @dataclass
