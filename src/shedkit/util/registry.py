@@ -40,3 +40,19 @@ def lookup(table: Mapping[str, V], name: Any, kind: str) -> V:
         return table[name]
     except (KeyError, TypeError):
         raise unknown_name(kind, name, table) from None
+
+
+def lazy_attributes(package: str, table: Mapping[str, str]):
+    """A module ``__getattr__`` that imports ``package.<table[name]>`` on first use of ``name``
+    (so ``import shedkit.models`` stays free of torch): ``__getattr__ = lazy_attributes(__name__, _LAZY)``."""
+    import importlib
+    import sys
+
+    def __getattr__(name: str):
+        if name in table:
+            value = getattr(importlib.import_module(f"{package}.{table[name]}"), name)
+            sys.modules[package].__dict__[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -11,8 +11,9 @@ With ``--values FILE`` step 2 is skipped. Options (None = default):
 together share the drop, so values sum to v(full) − v(∅); "full" gives each the whole drop, as
 the paper words it — same ranking when k divides K), ``tmc_rtol``, ``permutations`` (10 unless another cap is given),
 ``max_evals``, ``max_time``, ``stderr_threshold``, ``rank_stability``, ``backend``
-("sequential"), ``workers``, ``ray_address``, and the fine-tune settings ``epochs``, ``lr``,
-``max_length``, ``precision`` (see ``shedkit.models.TrainConfig``).
+("sequential"), ``workers``, ``ray_address``, and every fine-tune setting of
+``shedkit.models.TrainConfig`` (``epochs``, ``lr``, ``max_length``, ``precision``, ...;
+``train_method`` for its ``method``). The declaration is ``Options`` below.
 """
 
 from __future__ import annotations
