@@ -18,6 +18,17 @@ the CLI (a Python-only alias). A method module exposes its dataclass as ``Option
 without one accepts any option unchecked (so a method ported from elsewhere still runs).
 Add a whole method: copy ``pipeline/methods/dq.py`` (its ``Options`` + ``run``), add one line
 to ``METHODS`` in ``pipeline/methods/__init__.py``.
+
+Porting a flag written the old way (an explicit parameter of ``select_command``)::
+
+    foo_seed: Optional[int] = typer.Option(None, "--foo-seed", help="Seed of foo (default: --seed).")
+
+becomes one field in the group or method that reads it (``ctx.option("foo_seed")`` unchanged)::
+
+    foo_seed: Optional[int] = opt("Seed of foo (default: --seed).")
+
+A TrainConfig or ScoreConfig field needs nothing here: ``TrainOptions`` (and the ``finetune``
+/ ``score`` / ``eval`` flags) are generated from those dataclasses.
 """
 
 from __future__ import annotations
