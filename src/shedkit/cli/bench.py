@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from shedkit.cli.config import merge_config
+from shedkit.cli.flags import ConfigFlag, RunFlags, with_flags
+from shedkit.util.defaults import DEFAULT_MODEL
 
 
 def _parse_options(items: list[str] | None) -> dict[str, dict]:
@@ -30,6 +32,10 @@ def _parse_options(items: list[str] | None) -> dict[str, dict]:
         if not sep or not dot or not method or not key:
             raise ShedkitError(f"--option {item!r}: expected METHOD.KEY=VALUE, e.g. dsir.top_k=true")
         out.setdefault(method, {})[key.replace("-", "_")] = yaml.safe_load(value)
+    from shedkit.pipeline.options import check_options
+
+    for method, options in out.items():  # fail now, not after the methods before it have run
+        check_options(method, options, lambda k, m=method: f"--option {m}.{k}")
     return out
 
 
@@ -65,7 +71,7 @@ def bench_command(
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method (deterministic methods run once)."),
     method_seeds: Optional[List[str]] = typer.Option(None, "--method-seeds", help="Seed count for one method, METHOD=N (repeatable), e.g. random=5."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Base model fine-tuned on every subset (and SHED's/LoBaSS's model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model fine-tuned on every subset (and SHED's/LoBaSS's model)."),
     quick: bool = typer.Option(False, "--quick", help="Cheaper settings (1 epoch, max_length 256, 100 test rows, full pool 0.25 epoch, SHED 8 clusters x 2 permutations, k=2, 50 dev rows; LoBaSS reference 0.25 epoch); listed in results.md."),
     limit_test: Optional[int] = typer.Option(None, "--limit-test", help="Evaluate on the first N rows of each test target."),
     pool_limit: Optional[int] = typer.Option(None, "--pool-limit", help="Use only the first N rows of the pool."),
@@ -84,9 +90,7 @@ def bench_command(
     option: Optional[List[str]] = typer.Option(None, "--option", help="Extra method option METHOD.KEY=VALUE (repeatable), e.g. dq.bins=5."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The methods' shared cache (default DIR/cache, so timings include every computation)."),
     shed_epochs: Optional[float] = typer.Option(None, "--shed-epochs", help="Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
+    **flags: Any,
 ) -> None:
     """Benchmark selection methods: select, fine-tune with one recipe, evaluate on held-out targets."""
     from dataclasses import replace
@@ -96,7 +100,7 @@ def bench_command(
     from shedkit.evaluate.bench import BenchConfig, run_bench
     from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE
 
-    p = merge_config(ctx, dict(ctx.params), config)
+    p = merge_config(ctx, dict(ctx.params), ctx.params["config"])
     set_threads(p["threads"])
     recipe = QUICK_RECIPE if p["quick"] else BENCH_RECIPE
     changes = {k: v for k, v in {"epochs": p["epochs"], "max_length": p["max_length"], "lr": p["lr"],
@@ -129,4 +133,5 @@ def bench_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench", help="Benchmark selection methods on a suite: select, fine-tune, evaluate.")(bench_command)
+    command = with_flags(RunFlags, ConfigFlag)(bench_command)
+    app.command("bench", help="Benchmark selection methods on a suite: select, fine-tune, evaluate.")(command)

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any
 
 import typer
 
 from shedkit.cli.config import merge_config
+from shedkit.cli.flags import CacheFlag, ConfigFlag, InputFlags, with_flags
+from shedkit.pipeline.options import ClusteringOptions
+from shedkit.util.defaults import DEFAULT_EMBEDDER
 
 
 def cluster_command(
     ctx: typer.Context,
     pool: Path = typer.Argument(..., help="Pool file or saved HF dataset dir."),
     out: Path = typer.Option(Path("shedkit-clusters"), "--out", "-o", help="Output directory."),
-    clusters: Optional[int] = typer.Option(None, "--clusters", "-k", help="Number of clusters (default about sqrt(N))."),
-    embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder", help="Sentence-transformers id/path or 'hashed-ngrams'."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | mps (default: best available)."),
-    cluster_backend: str = typer.Option("auto", "--cluster-backend", help="auto (faiss if installed) | faiss | sklearn."),
-    kmeans_iters: int = typer.Option(50, "--kmeans-iters", help="Lloyd iterations."),
     seed: int = typer.Option(0, "--seed", help="Seeds k-means++."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
-    format: Optional[str] = typer.Option(None, "--format", help="Input format (default: detect)."),
-    field: Optional[List[str]] = typer.Option(None, "--field", help="Field mapping CANONICAL=COLUMN (repeatable)."),
-    dedup: bool = typer.Option(False, "--dedup/--no-dedup", help="Drop exact duplicates first."),
-    skip_empty: bool = typer.Option(False, "--skip-empty/--no-skip-empty", help="Leave out rows with an empty response."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache root (default $SHEDKIT_CACHE or ~/.cache/shedkit)."),
+    **flags: Any,
 ) -> None:
     """Cluster POOL; DIR gets scores.csv (row, id, cluster, is_proxy, cluster_size), the centers and manifest.json."""
     import sys
@@ -41,12 +34,13 @@ def cluster_command(
     from shedkit.report.manifest import environment
     from shedkit.report.scores import write_scores
 
-    p = merge_config(ctx, dict(ctx.params), config)
+    p = merge_config(ctx, dict(ctx.params), ctx.params["config"])
     start = time.perf_counter()
     records = load_pool(p["pool"], format=p["format"], fields=p["field"], dedup=p["dedup"], skip_empty=p["skip_empty"]).records
     result = cluster_records(
         records, n_clusters=p["clusters"], embedder=p["embedder"], cache_dir=p["cache_dir"] or default_cache_dir(),
         seed=p["seed"], backend=p["cluster_backend"], device=p["device"], max_iter=p["kmeans_iters"],
+        batch_size=p["embed_batch_size"],
     )
     out = Path(p["out"])
     ids = [r.id for r in records]
@@ -71,4 +65,7 @@ def cluster_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cluster", help="Embed and cluster a pool; one proxy per cluster.")(cluster_command)
+    command = with_flags(ClusteringOptions, ConfigFlag, InputFlags, CacheFlag,
+                         defaults={"embedder": DEFAULT_EMBEDDER, "cluster_backend": "auto", "kmeans_iters": 50,
+                                   "embed_batch_size": 64})(cluster_command)
+    app.command("cluster", help="Embed and cluster a pool; one proxy per cluster.")(command)

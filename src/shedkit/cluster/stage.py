@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,9 @@ import numpy as np
 
 from shedkit.cluster.kmeans import KMeans, default_num_clusters
 from shedkit.cluster.proxies import proxy_indices
-from shedkit.embed.cache import save_npy_atomic
 from shedkit.errors import ShedkitError
+from shedkit.util.atomic import atomic_save_npy, atomic_write_bytes
+from shedkit.util.defaults import DEFAULT_EMBEDDER
 
 ARRAYS = ("labels", "centers", "proxies", "sizes")
 INFO_FILE = "clustering.json"  # written last: its presence marks a complete save
@@ -60,10 +60,10 @@ class ClusteringResult:
             if len(ids) != len(self.labels):
                 raise ValueError(f"{len(ids)} ids for {len(self.labels)} rows")
             arrays["ids"] = np.array(list(ids), dtype=str)
-            _write_atomic(out / "clusters.csv", _clusters_csv(ids, self.labels, self.is_proxy))
+            atomic_write_bytes(out / "clusters.csv", _clusters_csv(ids, self.labels, self.is_proxy))
         for name, array in arrays.items():
-            save_npy_atomic(out / f"{name}.npy", array)
-        _write_atomic(out / INFO_FILE, json.dumps(self.info, indent=2, sort_keys=True, default=str).encode())
+            atomic_save_npy(out / f"{name}.npy", array)
+        atomic_write_bytes(out / INFO_FILE, json.dumps(self.info, indent=2, sort_keys=True, default=str).encode())
         return out
 
     @classmethod
@@ -110,7 +110,7 @@ def cluster_embeddings(embeddings: np.ndarray, n_clusters: int | None = None, se
     )
 
 
-def cluster_records(records: Sequence, n_clusters: int | None = None, embedder="all-MiniLM-L6-v2",
+def cluster_records(records: Sequence, n_clusters: int | None = None, embedder=DEFAULT_EMBEDDER,
                     cache_dir: str | os.PathLike | None = None, seed: int = 0, backend: str = "auto",
                     device: str | None = None, batch_size: int = 64, max_iter: int = 50,
                     progress: bool = True) -> ClusteringResult:
@@ -133,14 +133,3 @@ def _clusters_csv(ids, labels, is_proxy) -> bytes:
     writer.writerow(["id", "cluster", "is_proxy"])
     writer.writerows(zip(ids, labels.tolist(), is_proxy.astype(int).tolist()))
     return buf.getvalue().encode("utf-8")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

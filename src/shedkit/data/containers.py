@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from shedkit.errors import InputError, require
+from shedkit.util.atomic import (  # noqa: F401 - re-exported: older imports read them here
+    atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, strict_json,
+)
 
 CONTAINERS = ("jsonl", "json", "parquet", "csv", "hf")
 
@@ -249,8 +252,8 @@ def write_subset(table: RawTable, positions: Sequence[int], out_path: str | os.P
     if table.container == "parquet":
         import pyarrow.parquet as pq
 
-        with _atomic_path(out_path) as tmp:
-            pq.write_table(table.arrow.take(order), tmp)
+        with atomic_path(out_path) as tmp:
+            pq.write_table(table.arrow.take(order), str(tmp))
         return out_path
     if table.container in ("jsonl", "json-lines"):
         text = "".join(table.raw[i] for i in order)
@@ -275,58 +278,6 @@ def _write_hf(table: RawTable, order: list[int], out_path: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_path
-
-
-class _atomic_path:
-    """Context manager yielding a temp path next to ``path``; renamed over it on success."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            try:
-                os.unlink(self.tmp)
-            except FileNotFoundError:
-                pass
-        return False
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    with _atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Strict JSON (NaN and infinities become null), written atomically."""
-    return atomic_write_text(path, json.dumps(_strict(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n")
-
-
-def _strict(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        return _strict(obj.item())  # numpy scalars
-    return obj
 
 
 def rows_to_csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -72,11 +72,9 @@ ALIASES = {"messages": "openai", "chatml": "openai", "completion": "prompt-compl
 def resolve_format_name(name: str) -> str:
     key = ALIASES.get(name.lower(), name.lower())
     if key not in FORMATS:
-        import difflib
+        from shedkit.util.registry import unknown_name
 
-        close = difflib.get_close_matches(key, list(FORMATS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ShedkitError(f"unknown format '{name}'{hint}; choose one of: {', '.join(FORMATS)}")
+        raise unknown_name("format", name, FORMATS)
     return key
 
 

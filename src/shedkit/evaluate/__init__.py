@@ -12,7 +12,7 @@ trains or scores by itself. Importing this package is cheap (torch loads on firs
 
 from __future__ import annotations
 
-import importlib
+from shedkit.util.registry import lazy_attributes
 
 _LAZY = {
     "BENCH_RECIPE": "recipe", "QUICK_RECIPE": "recipe", "RECIPE_SEED": "recipe",
@@ -27,9 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"shedkit.evaluate.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'shedkit.evaluate' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

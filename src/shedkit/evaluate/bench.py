@@ -40,6 +40,7 @@ from shedkit.errors import ShedkitError
 from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE, RECIPE_SEED, TRAIN_STATS, finetune_records, rows_trained
 from shedkit.evaluate.suite import Suite, composition, read_labels
 from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig, stable_hash
+from shedkit.util.defaults import DEFAULT_MODEL
 
 SHED_METHODS = ("shed-qocs", "shed-qwcs")
 DEFAULT_METHODS = ("random", "dsir", "dq", "lobass", "shed-qocs", "shed-qwcs", "full")
@@ -63,7 +64,7 @@ class BenchConfig:
     methods: tuple[str, ...] = DEFAULT_METHODS
     budget: str | float | int = 0.1
     seeds: int = 3
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     recipe: TrainConfig = BENCH_RECIPE
     recipe_seed: int = RECIPE_SEED
     full_epochs: float | None = None  # epochs of the 'full' fine-tune (None: the recipe's)

@@ -71,10 +71,9 @@ def evaluate_model(
     from shedkit.models.loading import load_model, model_identity
 
     if harness not in ("shedkit", "lm-eval"):
-        import difflib
+        from shedkit.util.registry import unknown_name
 
-        close = difflib.get_close_matches(harness, ["shedkit", "lm-eval"], n=1)
-        raise ShedkitError(f"unknown harness {harness!r}" + (f"; did you mean {close[0]!r}?" if close else "") + " (shedkit | lm-eval)")
+        raise unknown_name("harness", harness, ("shedkit", "lm-eval"))
     config = score_config or ScoreConfig()
     tasks = [t.head(limit) for t in tasks]
     if harness == "lm-eval":

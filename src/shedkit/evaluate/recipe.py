@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from shedkit.errors import ShedkitError
 from shedkit.models.config import TrainConfig
+from shedkit.util.defaults import DEFAULT_MODEL
 
 # every field spelled out: the benchmark's recipe must not drift when TrainConfig's defaults change
 BENCH_RECIPE = TrainConfig(
@@ -119,7 +120,7 @@ def rows_trained(rows: int, epochs: float) -> int:
 
 def finetune_subset(
     subset: str | os.PathLike,
-    model: str = "smollm2-135m",
+    model: str = DEFAULT_MODEL,
     out: str | os.PathLike = "shedkit-finetune",
     config: TrainConfig | None = None,
     seed: int = RECIPE_SEED,

@@ -12,11 +12,11 @@ callers index them, and estimators fold them in a fixed order.
 
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Any, Callable, Iterator, Sequence
 
 from shedkit.errors import ShedkitError, require
+from shedkit.util.registry import unknown_name
 
 
 class Backend:
@@ -213,11 +213,7 @@ def get_backend(backend: "str | Backend | None" = None, **options: Any) -> Backe
     try:
         cls = BACKENDS[backend]
     except KeyError:
-        close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ShedkitError(
-            f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)}){hint}"
-        ) from None
+        raise unknown_name("backend", backend, BACKENDS) from None
     options = {k: v for k, v in options.items() if v is not None}
     try:
         return cls(**options)

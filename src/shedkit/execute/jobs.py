@@ -8,23 +8,18 @@ job always lands on the same cache entry, on any machine and in any run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal settings give equal text, hence equal hashes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+from shedkit.util.hashing import canonical_json, stable_hash  # noqa: F401 - canonical_json re-exported
 
 
 def hash_settings(settings: Mapping[str, Any]) -> str:
     """A stable hash of every setting that changes a score (model, training config, objective,
     dev-set fingerprint, seed...). Values must be JSON-serialisable; paths should be passed as
     strings and datasets as content hashes, so that the hash means the same thing everywhere."""
-    return hashlib.sha256(canonical_json(dict(settings)).encode()).hexdigest()[:32]
+    return stable_hash(dict(settings), 32)
 
 
 @dataclass(frozen=True)
@@ -45,7 +40,7 @@ class Job:
     @property
     def key(self) -> str:
         """Content address of the result: sha256 of the sorted ids and the settings hash."""
-        return hashlib.sha256(canonical_json([self.settings_hash, list(self.ids)]).encode()).hexdigest()
+        return stable_hash([self.settings_hash, list(self.ids)], None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ids": list(self.ids), "settings_hash": self.settings_hash}

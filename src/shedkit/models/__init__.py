@@ -16,7 +16,7 @@ is first used (``TrainConfig``/``ScoreConfig`` never need them).
 
 from __future__ import annotations
 
-import importlib
+from shedkit.util.registry import lazy_attributes
 
 from shedkit.models.config import ScoreConfig, TrainConfig, field_help
 
@@ -40,9 +40,4 @@ _LAZY = {
 __all__ = ["ScoreConfig", "TrainConfig", "field_help", *sorted(_LAZY)]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"shedkit.models.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'shedkit.models' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -7,10 +7,10 @@ fields as flags without repeating the documentation.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
+
+from shedkit.util.hashing import canonical_json, stable_hash  # noqa: F401 - re-exported for the model layer
 
 # Bump when a change in this package changes any number it produces (losses, scores,
 # fine-tunes): every cache key includes it, so stale cache entries are never reused.
@@ -127,15 +127,6 @@ def field_help(cls: type) -> list[tuple[str, Any, str]]:
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         out.append((f.name, default, f.metadata.get("help", "")))
     return out
-
-
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace, no NaN: equal settings give equal text, hence equal hashes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def stable_hash(obj: Any, length: int = 32) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
 def records_fingerprint(records: Sequence[Any]) -> str:

@@ -117,7 +117,7 @@ def _attach_lora(model, config: TrainConfig):
 
 def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainConfig, seed: int, progress: bool):
     """Train ``model`` (LoRA: wrap it; full: unfreeze it) and return ``(model, stats)``."""
-    from tqdm.auto import tqdm
+    from shedkit.util.progress import track
 
     stats = TrainStats(skipped=[r.id for r in records if has_empty_response(r)])
     rows = [r for r in records if not has_empty_response(r)]
@@ -144,7 +144,7 @@ def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainCo
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(steps)))
         model.train()
         try:
-            for step in tqdm(steps, desc="fine-tuning", unit="step", disable=not progress, leave=False):
+            for step in track(steps, "fine-tuning", enabled=progress):
                 n_tok = sum(encoded[i].n_targets for mb in step for i in mb)
                 total = 0.0
                 for mb in step:

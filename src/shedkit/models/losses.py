@@ -31,6 +31,7 @@ from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, stable_hash
 from shedkit.models.device import model_device, resolve_precision
 from shedkit.models.encode import encode_record, encode_response_alone, has_empty_response
 from shedkit.models.scoring import pad_id_of, token_logprobs
+from shedkit.util.atomic import atomic_write_text
 
 CHUNK_ROWS = 256  # rows per cache part (an interruption loses at most this many rows' work)
 
@@ -103,16 +104,11 @@ class LossCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "meta.json"
         if not meta.exists():
-            _atomic_write(meta, json.dumps(self.meta, indent=1, sort_keys=True))
+            atomic_write_text(meta, json.dumps(self.meta, indent=1, sort_keys=True))
         text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-        _atomic_write(self.dir / f"part-{uuid.uuid4().hex}.jsonl", text)
+        atomic_write_text(self.dir / f"part-{uuid.uuid4().hex}.jsonl", text)
         self.entries().update({e["id"]: e for e in entries})
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def loss_cache_key(model_id: str, config: ScoreConfig, device_type: str) -> tuple[str, dict]:

@@ -124,11 +124,9 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
-            import difflib
+            from shedkit.util.registry import unknown_name
 
-            close = difflib.get_close_matches(self.name, OBJECTIVES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ShedkitError(f"unknown objective {self.name!r} (choose from {', '.join(OBJECTIVES)}){hint}")
+            raise unknown_name("objective", self.name, OBJECTIVES)
         if self.mc_metric not in ("acc", "acc_norm"):
             raise ShedkitError(f"mc_metric must be 'acc' or 'acc_norm', not {self.mc_metric!r}")
 

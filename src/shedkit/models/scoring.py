@@ -143,7 +143,7 @@ def token_logprobs(
 
     sort -- length-sorted batches (default); False keeps input order (for comparisons only).
     """
-    from tqdm.auto import tqdm
+    from shedkit.util.progress import progress_bar
 
     device = model_device(model)
     was_training = model.training
@@ -155,7 +155,7 @@ def token_logprobs(
         batches = [list(range(i, min(i + batch_size, len(seqs)))) for i in range(0, len(seqs), batch_size)]
     out: list[np.ndarray] = [np.zeros(0)] * len(seqs)
     try:
-        with tqdm(total=len(seqs), desc=desc, unit="row", disable=not progress, leave=False) as bar:
+        with progress_bar(len(seqs), desc, enabled=progress, transient=True) as advance:
             for idx in batches:
                 batch = collate([seqs[i] for i in idx], pad_id, device)
                 with autocast(precision, device):
@@ -163,7 +163,7 @@ def token_logprobs(
                 parts = np.split(lp.double().cpu().numpy(), np.cumsum(batch.counts)[:-1])
                 for i, part in zip(idx, parts):
                     out[i] = part
-                bar.update(len(idx))
+                advance(len(idx))
     finally:
         model.train(was_training)
     return out

@@ -22,6 +22,7 @@ from shedkit.data.records import Record
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods import get_method
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import check_options
 from shedkit.pipeline.paths import default_cache_dir
 from shedkit.report.manifest import Timer, environment
 from shedkit.report.scores import write_scores
@@ -71,10 +72,13 @@ def select(
 ) -> SelectionResult:
     """Select ``budget`` rows of ``pool`` with ``method``; write outputs to ``out`` if given.
 
-    Method-specific settings (``target=``, ``clusters=``, ``model=``, ...) go in ``options``.
+    Method-specific settings (``target=``, ``clusters=``, ``model=``, ...) go in ``options``:
+    the fields of the method's ``Options`` dataclass (``shedkit.pipeline.options``); any other
+    name is an error that names the closest option.
     """
     timer = Timer()
     run = get_method(method)
+    check_options(method, options)
     with timer("load"):
         if not isinstance(pool, Pool):
             pool = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)

@@ -43,6 +43,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from shedkit.errors import ShedkitError
+from shedkit.util.progress import progress_bar
 
 Mode = Literal["auto", "exact", "blocked", "partitioned"]
 
@@ -258,7 +259,7 @@ def graphcut_bins(
         raise ShedkitError(f"DQ partition_size must be >= 1, got {partition_size}")
     sizes = bin_sizes(n, bins)
 
-    with _Progress(progress, n, f"DQ bins ({mode})") as advance:
+    with progress_bar(n, f"DQ bins ({mode})", enabled=progress, transient=True) as advance:
         if mode != "partitioned":
             bin_of = _quantize(emb, sizes, mode == "exact", cache_columns, advance)
             return GraphCutBins(bin_of, sizes, mode, info={"mode": mode, "bins": bins})
@@ -287,27 +288,6 @@ def graphcut_bins(
     }
     return GraphCutBins(bin_of, sizes, "partitioned", partition_of, info)
 
-
-class _Progress:
-    """A rich progress bar on stderr counting rows binned (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled, self.total, self.description = enabled, total, description
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda k: None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self.bar = Progress(console=Console(stderr=True), transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda k: self.bar.advance(task, k)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
 
 
 # ------------------------------------------------------------------------------------ selection

@@ -44,6 +44,7 @@ from typing import Any, Literal, Union
 import numpy as np
 
 from shedkit.errors import ShedkitError
+from shedkit.util.progress import track
 
 TOKEN_PATTERN = r"\w+|[^\w\s]+"  # nltk.tokenize.WordPunctTokenizer
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
@@ -131,18 +132,8 @@ def _source_len(source: TextSource) -> int | None:
 
 
 def _track(chunks: Iterable, description: str, total_rows: int | None, chunk_size: int, progress: bool):
-    if not progress:
-        yield from chunks
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
     total = None if total_rows is None else max(1, -(-total_rows // chunk_size))
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        for chunk in chunks:
-            yield chunk
-            bar.advance(task)
+    return track(chunks, description, total=total, enabled=progress)
 
 
 # ---------------------------------------------------------------------------------- estimator

@@ -1,13 +1,19 @@
-"""Selection methods, one module each, imported only when chosen (lm-eval-style registry)."""
+"""Selection methods, one module each, imported only when chosen (lm-eval-style registry).
+
+A method module defines ``run(ctx) -> MethodResult`` and ``Options``, the dataclass of the
+options it reads (see ``shedkit.pipeline.options``). Add a method: copy ``dq.py``, add a line
+to ``METHODS``.
+"""
 
 from __future__ import annotations
 
-import difflib
 import importlib
+from types import ModuleType
 
 from shedkit.errors import ShedkitError
+from shedkit.util.registry import unknown_name
 
-# name -> module under shedkit.pipeline.methods exposing run(ctx) -> MethodResult
+# name -> module under shedkit.pipeline.methods exposing run(ctx) -> MethodResult and Options
 METHODS: dict[str, str] = {
     "random": "random",
     "shed-qocs": "shed",
@@ -19,15 +25,22 @@ METHODS: dict[str, str] = {
 }
 
 
-def get_method(name: str):
+def method_module(name: str) -> ModuleType:
     if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ShedkitError(f"unknown method '{name}'{hint}; choose one of: {', '.join(METHODS)}")
+        raise unknown_name("method", name, METHODS)
     try:
-        module = importlib.import_module(f"shedkit.pipeline.methods.{METHODS[name]}")
+        return importlib.import_module(f"shedkit.pipeline.methods.{METHODS[name]}")
     except ModuleNotFoundError as exc:
         if exc.name == f"shedkit.pipeline.methods.{METHODS[name]}":
             raise ShedkitError(f"method '{name}' is not available in this version of shedkit") from None
         raise
-    return module.run
+
+
+def get_method(name: str):
+    """The ``run`` function of method ``name`` ("did you mean" on a typo)."""
+    return method_module(name).run
+
+
+def options_class(name: str) -> type | None:
+    """The options dataclass of method ``name`` (None: its module declares none, nothing is checked)."""
+    return getattr(method_module(name), "Options", None)

@@ -12,16 +12,29 @@ scores.csv: ``dq_bin`` (the GraphCut bin of each row, 0 = built first).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import CommonOptions, EmbeddingOptions, opt
 from shedkit.selectors import dq
+from shedkit.util.defaults import DEFAULT_EMBEDDER
+
+
+@dataclass
+class Options(CommonOptions, EmbeddingOptions):
+    bins: Optional[int] = opt("DQ: number of GraphCut bins (default 10).")
+    dq_mode: Optional[str] = opt("DQ: auto | exact | blocked | partitioned (auto partitions above 20k rows).")
+    dq_exact_max: Optional[int] = opt(f"DQ auto mode: exact GraphCut up to this many rows (default {dq.EXACT_MAX}).")
+    dq_partition_above: Optional[int] = opt(f"DQ auto mode: k-means partitions above this many rows (default {dq.PARTITION_ABOVE}).")
+    dq_partition_size: Optional[int] = opt(f"DQ: rows per k-means partition (default {dq.PARTITION_SIZE}).")
 
 
 def run(ctx: MethodContext) -> MethodResult:
     from shedkit.embed import embed_records
 
     progress = bool(ctx.option("progress", True))
-    embedder = ctx.option("embedder", "all-MiniLM-L6-v2")
+    embedder = ctx.option("embedder", DEFAULT_EMBEDDER)
     clock = time.perf_counter()
     embeddings = embed_records(
         ctx.records,

@@ -16,14 +16,27 @@ picked the row, -1 if none), and ``dsir_logw`` is against all targets pooled.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from shedkit.data.records import Record
 from shedkit.errors import InputError, ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import CommonOptions, TargetOptions, opt
 from shedkit.selectors.dsir import dsir_select
+
+
+@dataclass
+class Options(CommonOptions, TargetOptions):
+    top_k: Optional[bool] = opt("DSIR: deterministic top-k instead of Gumbel-top-k sampling.", flags=("--top-k/--gumbel",))
+    dsir_top_k: Optional[bool] = opt("DSIR: the same as top_k (Python / YAML spelling).", cli=False)
+    dsir_buckets: Optional[int] = opt("DSIR: hashed n-gram buckets (default 10000).")
+    dsir_normalize: Optional[bool] = opt("DSIR: per-token normalised log-weights (best with --top-k; Gumbel noise blurs them).", flags=("--dsir-normalize/--dsir-raw",))
+    dsir_smoothing: Optional[str] = opt("DSIR: Laplace pseudo-count (default 1.0) or 'reference' (data-selection's +1e-8).")
+    dsir_hashing: Optional[str] = opt("DSIR: sha256 (data-selection's buckets; default) or murmur3 (faster).")
+    dsir_min_tokens: Optional[int] = opt("DSIR: drop rows shorter than this (default 0; the paper used 100 for pre-training text).")
 
 
 class RecordTexts(Sequence):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import CommonOptions
+
+
+Options = CommonOptions  # the whole pool: nothing to choose
 
 
 def run(ctx: MethodContext) -> MethodResult:

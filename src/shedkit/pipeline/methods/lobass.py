@@ -35,20 +35,33 @@ import copy
 import json
 import os
 import time
-from dataclasses import fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
 from shedkit.data.records import Record
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import CommonOptions, DeviceOptions, ModelOptions, ScoreOptions, TrainOptions, opt
+from shedkit.pipeline.options import train_config_from as _train_config
 from shedkit.selectors.learnability import guard_masks, parse_quota, select_learnable
+from shedkit.util.defaults import DEFAULT_MODEL
 
-DEFAULT_MODEL = "smollm2-135m"
 SCORE_OPTIONS = {"max_length": "max_length", "precision": "precision", "template": "template",
                  "score_batch_size": "batch_size", "max_batch_tokens": "max_batch_tokens"}
+
+
+
+@dataclass
+class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions):
+    reference: Optional[str] = opt("LoBaSS reference model/adapter path (default: fine-tune on the pool).")
+    easy_quantile: Optional[float] = opt("LoBaSS: drop rows whose base loss is in this lowest quantile.")
+    hard_quantile: Optional[float] = opt("LoBaSS: drop rows whose base loss is in this highest quantile.")
+    quota_by: Optional[str] = opt("LoBaSS: column of the original rows to apply quotas by.")
+    quota: Optional[List[str]] = opt("LoBaSS: GROUP=SHARE (repeatable), e.g. alpaca=0.7.")
+    ifd: Optional[bool] = opt("Also compute IFD (loss with / without the instruction) into scores.csv.", flags=("--ifd/--no-ifd",))
 
 
 def run(ctx: MethodContext) -> MethodResult:
@@ -115,15 +128,7 @@ def run(ctx: MethodContext) -> MethodResult:
 
 def train_config_from(ctx: MethodContext):
     """The reference fine-tune's TrainConfig from the options named like its fields."""
-    from shedkit.models.config import TrainConfig
-
-    values = {f.name: ctx.option(f.name) for f in fields(TrainConfig) if f.name != "method"}
-    values["method"] = ctx.option("train_method")
-    values = {k: v for k, v in values.items() if v is not None}
-    for name, f in {f.name: f for f in fields(TrainConfig)}.items():
-        if name in values and f.type in ("float", float):
-            values[name] = float(values[name])
-    return TrainConfig(**values)
+    return _train_config(ctx)
 
 
 def score_config_from(ctx: MethodContext):

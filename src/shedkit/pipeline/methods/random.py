@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import CommonOptions
 from shedkit.selectors.random import random_sample
+
+
+Options = CommonOptions  # random sampling takes nothing but the seed
 
 
 def run(ctx: MethodContext) -> MethodResult:

@@ -1,6 +1,6 @@
 """--method shed-qocs | shed-qwcs: cluster, value the proxies by Shapley, sample by value.
 
-1. cluster the pool and pick one proxy per cluster (``shed_sampling.clustering_for``);
+1. cluster the pool and pick one proxy per cluster (``cluster_sampling.clustering_for``);
 2. value the proxies: v(S) = dev score of the base model fine-tuned on proxies S (cached on
    disk per subset + settings, so a rerun or a resumed run fine-tunes nothing twice), with the
    chosen estimator and stopping rules, on the chosen backend;
@@ -11,22 +11,33 @@ With ``--values FILE`` step 2 is skipped. Options (None = default):
 together share the drop, so values sum to v(full) − v(∅); "full" gives each the whole drop, as
 the paper words it — same ranking when k divides K), ``tmc_rtol``, ``permutations`` (10 unless another cap is given),
 ``max_evals``, ``max_time``, ``stderr_threshold``, ``rank_stability``, ``backend``
-("sequential"), ``workers``, ``ray_address``, and the fine-tune settings ``epochs``, ``lr``,
-``max_length``, ``precision`` (see ``shedkit.models.TrainConfig``).
+("sequential"), ``workers``, ``ray_address``, and every fine-tune setting of
+``shedkit.models.TrainConfig`` (``epochs``, ``lr``, ``max_length``, ``precision``, ...;
+``train_method`` for its ``method``). The declaration is ``Options`` below.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
-from shedkit.pipeline.methods.shed_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
+from shedkit.pipeline.options import (BackendOptions, ClusteringOptions, CommonOptions, ModelOptions, TrainOptions,
+                                      ValuationOptions, opt, train_config_from)
+from shedkit.pipeline.cluster_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
+from shedkit.util.defaults import DEFAULT_MODEL
 
-DEFAULT_MODEL = "smollm2-135m"
-TRAIN_OPTIONS = ("epochs", "lr", "max_length", "precision", "batch_size", "lora_r")
+
+
+@dataclass
+class Options(CommonOptions, ClusteringOptions, ModelOptions, ValuationOptions, TrainOptions, BackendOptions):
+    values: Optional[Path] = opt("CSV of cluster,value: skip valuation and only sample.")
+    temperature: Optional[float] = opt("QWCS softmax temperature (default from the values' spread).")
 
 
 def run(ctx: MethodContext) -> MethodResult:
@@ -78,15 +89,10 @@ def load_targets(targets) -> "object":
 
 def value_proxies(ctx: MethodContext, proxies, dev):
     """Shapley values of the proxies (keyed by record id) and the fine-tune counts."""
-    from shedkit.models import SubsetScore, TrainConfig
+    from shedkit.models import SubsetScore
     from shedkit.value import CachedUtility, build_stopping_rule, estimate_values
 
-    train = {k: ctx.option(k) for k in TRAIN_OPTIONS if ctx.option(k) is not None}
-    if "epochs" in train:
-        train["epochs"] = float(train["epochs"])
-    if ctx.option("train_method") is not None:
-        train["method"] = ctx.option("train_method")
-    train_config = TrainConfig(**train)
+    train_config = train_config_from(ctx)
     model = ctx.option("model", DEFAULT_MODEL)
     score = SubsetScore(model, proxies, dev, train_config, ctx.option("objective", "auto"), seed=ctx.seed)
     settings_hash = score.settings_hash()

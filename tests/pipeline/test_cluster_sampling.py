@@ -1,4 +1,4 @@
-"""pipeline/methods/shed_sampling: clustering for a run (resumable) and QOCS/QWCS MethodResults."""
+"""pipeline/cluster_sampling: clustering for a run (resumable) and QOCS/QWCS MethodResults."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from shedkit.data.records import Turn, make_record
 from shedkit.errors import ShedkitError
-from shedkit.pipeline.methods import shed_sampling
+from shedkit.pipeline import cluster_sampling as shed_sampling
 from shedkit.pipeline.methods.base import MethodContext
 
 TOPICS = ["bake bread flour yeast oven", "python list function code loop", "planet orbit star telescope",
