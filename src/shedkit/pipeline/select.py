@@ -49,6 +49,30 @@ class SelectionResult:
         return [self.pool.records[i].index for i in self.positions]
 
     @property
+    def subset(self) -> Any:
+        """The selected rows, unchanged, as the input's own type: a list of dicts, a pandas
+        DataFrame (``iloc``, index kept), a ``datasets.Dataset`` (``select``), a DatasetDict
+        (the chosen split subset, other splits as they were); for a file pool, the subset file's
+        path when written (``out=``), else the selected rows as a list of dicts."""
+        if self.pool.source is not None:
+            return self.pool.subset(self.rows)
+        if "subset" in self.files:
+            return self.files["subset"]
+        return [self.pool.table.rows[i] for i in self.rows]
+
+    @property
+    def scores(self):
+        """One row per pool record, as scores.csv: ``row`` (position in the input), ``id``,
+        ``selected`` and the method's columns (cluster, value, learnability, ...)."""
+        from shedkit.errors import require
+
+        pd = require("pandas", "models", "the scores DataFrame")
+        records = self.pool.records
+        data = {"row": [r.index for r in records], "id": [r.id for r in records], "selected": self.selected_mask}
+        data.update({name: list(values) for name, values in self.columns.items()})
+        return pd.DataFrame(data)
+
+    @property
     def selected_mask(self) -> np.ndarray:
         mask = np.zeros(len(self.pool.records), dtype=bool)
         mask[self.positions] = True
@@ -56,7 +80,7 @@ class SelectionResult:
 
 
 def select(
-    pool: str | Path | Pool,
+    pool: Any,
     method: str = "random",
     budget: str | float | int = 0.1,
     seed: int = 0,
@@ -67,17 +91,21 @@ def select(
     skip_empty: bool = False,
     cache_dir: str | Path | None = None,
     command: list[str] | None = None,
+    split: str | None = None,
     **options: Any,
 ) -> SelectionResult:
     """Select ``budget`` rows of ``pool`` with ``method``; write outputs to ``out`` if given.
 
+    ``pool``: a file path (any supported format), a list of dicts, a pandas DataFrame, a
+    ``datasets.Dataset`` or a ``DatasetDict`` with ``split=``. The result's ``.subset`` is
+    the selected rows as the same type, unchanged; ``.scores`` is a DataFrame (scores.csv).
     Method-specific settings (``target=``, ``clusters=``, ``model=``, ...) go in ``options``.
     """
     timer = Timer()
     run = get_method(method)
     with timer("load"):
         if not isinstance(pool, Pool):
-            pool = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
+            pool = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty, split=split)
     n = len(pool.records) if method == "full" else resolve_budget(budget, len(pool.records))
     out_dir = Path(out) if out is not None else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -114,8 +142,10 @@ def _manifest(pool, method, n, seed, options, result, timer, command, **load_opt
         "shedkit_command": command if command is not None else list(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pool": {
-            "path": str(Path(pool.path).resolve()), "container": pool.container, "format": pool.format,
-            "field_map": pool.field_map, "rows": pool.num_rows, "records": len(pool.records),
+            "path": str(pool.path) if pool.source is not None else str(Path(pool.path).resolve()),
+            "input": pool.source.kind if pool.source is not None else "file",
+            "container": pool.container, "format": pool.format,
+            "field_map": pool.field_map, "mapping": pool.mapping, "rows": pool.num_rows, "records": len(pool.records),
             "duplicates": len(pool.duplicates), "duplicates_dropped": pool.dedup,
             "skipped_empty": pool.skipped_empty,
         },
