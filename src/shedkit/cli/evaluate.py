@@ -36,6 +36,8 @@ def eval_command(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per row (default 1024); longer rows lose prompt tokens first."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
     template: Optional[str] = typer.Option(None, "--template", help="auto | chat | plain prompt format for instruction rows."),
+    train_on: Optional[str] = typer.Option(None, "--train-on", help="all | last: assistant turns scored in instruction rows (default all)."),
+    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="Jinja chat template FILE used instead of the tokenizer's."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
 ) -> None:
@@ -51,8 +53,11 @@ def eval_command(
     from shedkit.cli.bench import set_threads
 
     set_threads(params["threads"])
-    score = ScoreConfig(**{k: params[k] for k in ("batch_size", "max_batch_tokens", "max_length", "precision", "template")
-                           if params.get(k) is not None})
+    from shedkit.models.encode import read_chat_template
+
+    params["chat_template"] = read_chat_template(params.get("chat_template")) or None
+    score = ScoreConfig(**{k: params[k] for k in ("batch_size", "max_batch_tokens", "max_length", "precision", "template",
+                                                  "train_on", "chat_template") if params.get(k) is not None})
     tasks = load_tasks(params["task"], format=params["format"], mmlu_description=params["mmlu_description"])
     doc = evaluate_model(params["model"], tasks, params["out"], score_config=score, limit=params["limit"],
                          harness=params["harness"], device=params["device"], progress=params["progress"],

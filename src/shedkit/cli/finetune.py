@@ -29,7 +29,7 @@ def _h(name: str) -> str:
 
 TRAIN_FLAGS = ("method", "epochs", "lr", "batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha",
                "lora_dropout", "target_modules", "weight_decay", "warmup_ratio", "scheduler", "max_grad_norm",
-               "precision", "template")
+               "precision", "template", "train_on", "chat_template")
 
 
 def finetune_command(
@@ -61,6 +61,8 @@ def finetune_command(
     max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help=_h("max_grad_norm")),
     precision: Optional[str] = typer.Option(None, "--precision", help=_h("precision")),
     template: Optional[str] = typer.Option(None, "--template", help=_h("template")),
+    train_on: Optional[str] = typer.Option(None, "--train-on", help="all | last: assistant turns trained on (default all)."),
+    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="Jinja chat template FILE used instead of the tokenizer's."),
 ) -> None:
     """Fine-tune MODEL on SUBSET (response-only loss) and save it to DIR as safetensors."""
     from rich.console import Console
@@ -71,6 +73,9 @@ def finetune_command(
     from shedkit.cli.bench import set_threads
 
     set_threads(params["threads"])
+    from shedkit.models.encode import read_chat_template
+
+    params["chat_template"] = read_chat_template(params.get("chat_template")) or None
     train = TrainConfig(**{k: params[k] for k in TRAIN_FLAGS if params.get(k) is not None})
     console = Console(highlight=False, stderr=True)
     console.print(f"fine-tuning {params['model']} on {params['subset']}: {train.method}, {train.epochs:g} epoch(s), "

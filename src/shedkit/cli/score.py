@@ -118,9 +118,13 @@ def score_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Most rows per scoring batch (default 16)."),
     max_batch_tokens: Optional[int] = typer.Option(None, "--max-batch-tokens", help="Most tokens per scoring batch (default 8192)."),
     template: Optional[str] = typer.Option(None, "--template", help="auto | chat | plain prompt format."),
+    train_on: Optional[str] = typer.Option(None, "--train-on", help="all | last: assistant turns scored (default all)."),
+    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="Jinja chat template FILE used instead of the tokenizer's."),
 ) -> None:
     """Write each row's mean response-token loss (and IFD) under MODEL to DIR/scores.csv."""
     from rich.console import Console
+
+    from shedkit.models.encode import read_chat_template
 
     params = merge_config(ctx, dict(ctx.params), config)
     files = score_pool(
@@ -128,7 +132,8 @@ def score_command(
         fields=params["field"], dedup=params["dedup"], skip_empty=params["skip_empty"],
         cache_dir=params["cache_dir"], device=params["device"], command=["shedkit", *sys.argv[1:]],
         max_length=params["max_length"], precision=params["precision"], batch_size=params["batch_size"],
-        max_batch_tokens=params["max_batch_tokens"], template=params["template"],
+        max_batch_tokens=params["max_batch_tokens"], template=params["template"], train_on=params["train_on"],
+        chat_template=read_chat_template(params["chat_template"]) or None,
     )
     console = Console(highlight=False)
     console.print(f"scored {params['pool']} with {params['model']}")

@@ -70,6 +70,10 @@ def select_command(
     bins: Optional[int] = typer.Option(None, "--bins", help="DQ: number of GraphCut bins (default 10)."),
     dq_mode: Optional[str] = typer.Option(None, "--dq-mode", help="DQ: auto | exact | blocked | partitioned (auto partitions above 20k rows)."),
     train_method: Optional[str] = typer.Option(None, "--train-method", help="Fine-tunes: lora (default) or full."),
+    template: Optional[str] = typer.Option(None, "--template", help="Fine-tunes and scoring: auto | chat | plain prompt format."),
+    chat_template: Optional[Path] = typer.Option(None, "--chat-template", help="Fine-tunes and scoring: Jinja chat template FILE used instead of the tokenizer's."),
+    train_on: Optional[str] = typer.Option(None, "--train-on", help="Fine-tunes and scoring: all | last assistant turn(s) as targets (default all)."),
+    embed_system: Optional[bool] = typer.Option(None, "--embed-system/--no-embed-system", help="Embeddings (SHED, DQ): keep system prompts in the embedded text (default: left out)."),
 ) -> None:
     """Select a subset of POOL and write it, in POOL's own format, with scores and a report."""
     import sys

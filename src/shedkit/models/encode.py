@@ -48,6 +48,23 @@ class Encoded:
         return int(np.count_nonzero(self.groups[1:]))
 
 
+def read_chat_template(value) -> str:
+    """A Jinja chat template's text from a file path (``--chat-template FILE``); text that is
+    not a path to a file (it holds ``{%`` or ``{{``) is taken as the template itself."""
+    import os
+
+    if not value:
+        return ""
+    text = str(value)
+    if ("{%" in text or "{{" in text) and not os.path.isfile(text):
+        return text
+    try:
+        with open(os.path.expanduser(text), encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ShedkitError(f"--chat-template {text}: cannot read the template file ({exc.strerror})") from None
+
+
 def encode_options(config) -> dict:
     """The encoding settings a TrainConfig/ScoreConfig carries, as keyword arguments."""
     return {"template": config.template, "train_on": getattr(config, "train_on", "all"),

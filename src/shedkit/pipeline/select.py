@@ -103,6 +103,10 @@ def select(
     """
     timer = Timer()
     run = get_method(method)
+    if options.get("chat_template"):  # a file path (or the template's text) -> the text
+        from shedkit.models.encode import read_chat_template
+
+        options["chat_template"] = read_chat_template(options["chat_template"])
     with timer("load"):
         if not isinstance(pool, Pool):
             pool = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty, split=split)

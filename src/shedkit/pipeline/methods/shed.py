@@ -26,7 +26,7 @@ from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.methods.shed_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
 
 DEFAULT_MODEL = "smollm2-135m"
-TRAIN_OPTIONS = ("epochs", "lr", "max_length", "precision", "batch_size", "lora_r")
+TRAIN_OPTIONS = ("epochs", "lr", "max_length", "precision", "batch_size", "lora_r", "template", "train_on", "chat_template")
 
 
 def run(ctx: MethodContext) -> MethodResult:
