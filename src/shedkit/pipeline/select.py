@@ -124,10 +124,11 @@ def select(
             result = run(ctx)
         positions = _check_selection(result, n, len(pool.records), method)
         columns = dict(result.columns)
-        manifest = _manifest(pool, method, n, seed, options, result, timer, command,
+        manifest = _manifest(pool, method, n, seed, options, result, timer, command, budget_asked=budget,
                              format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
         selection = SelectionResult(pool, method, n, positions, columns, manifest, out_dir)
         if out_dir is not None:
+            _write_embedding_map(selection, method, options, cache)
             _write_outputs(selection, timer)
     return selection
 
@@ -182,7 +183,7 @@ def _write_outputs(sel: SelectionResult, timer: Timer) -> None:
         return
     with timer("report"):  # the report is rebuilt from the directory alone (shedkit report DIR)
         try:
-            sel.files["report"] = write_report(out)
+            sel.files["report"] = write_report(out, records=sel.pool.records)
         except Exception as exc:  # noqa: BLE001 - a report problem must not lose a finished selection
             import warnings
 
@@ -190,6 +191,35 @@ def _write_outputs(sel: SelectionResult, timer: Timer) -> None:
             return
     sel.manifest["timings"]["report"] = round(timer.seconds["report"], 4)
     atomic_write_json(out / "manifest.json", sel.manifest)
+
+
+EMBEDDING_METHODS = ("shed-qocs", "shed-qwcs", "dq")
+
+
+def _write_embedding_map(sel: SelectionResult, method: str, options: Mapping[str, Any], cache: Path) -> None:
+    """``work/embedding_map.npy``: the pool's embeddings on their first two principal
+    components, for the report's map. Only for methods that embedded the pool: the vectors
+    then come from the embedding cache (no model run); any problem just leaves the map out."""
+    if method not in EMBEDDING_METHODS and "embedder" not in options:
+        return
+    import io
+    import warnings
+
+    from shedkit.data.containers import atomic_write_bytes
+    from shedkit.report.data_view import MAP_FILE, pca_2d
+
+    try:
+        from shedkit.embed import embed_records
+
+        vectors = embed_records(sel.pool.records, embedder=options.get("embedder") or "all-MiniLM-L6-v2",
+                                cache_dir=cache, device=options.get("device"), progress=False,
+                                include_system=bool(options.get("embed_system", False)))
+        buf = io.BytesIO()
+        np.save(buf, pca_2d(vectors), allow_pickle=False)
+        (sel.out_dir / MAP_FILE).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(sel.out_dir / MAP_FILE, buf.getvalue())
+    except Exception as exc:  # noqa: BLE001 - the map is a picture; the selection stands without it
+        warnings.warn(f"the report's map was left out ({exc})", stacklevel=2)
 
 
 class _cleanup_on_error:
