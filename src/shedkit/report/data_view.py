@@ -72,7 +72,9 @@ def overview(run, records, table, safe) -> tuple[str, str, str]:
         ("read as", pool.get("mapping") or f"{pool.get('format', '?')} ({pool.get('container', '?')})"),
         ("pool rows", f"{pool.get('records', n_pool)} used of {pool.get('rows', '?')}"
          f" ({pool.get('duplicates', 0)} duplicates, {'dropped' if pool.get('duplicates_dropped') else 'kept'})"),
-        ("subset", f"{n_sel} rows, written in the pool's own format"),
+        ("subset", f"{n_sel} rows, written in the pool's own format" if pool.get("input", "file") == "file"
+         else f"{n_sel} rows, returned as the input's type ({pool.get('input')}); written as "
+              f"{'subset' if pool.get('container') == 'hf' else 'subset.jsonl'}"),
         ("seed", m.get("seed", "?")),
         ("command", shlex.join(map(str, command)) if isinstance(command, list) else command),
     ]
