@@ -100,9 +100,9 @@ def test_sft_trainer_conversion_path():
     result = shedkit.select(ds, method="random", budget=0.25, seed=0)
     train = result.subset
     assert isinstance(train, datasets.Dataset) and train.column_names == ["prompt", "completion"]
-    assert len(train) == 5
-    trl = pytest.importorskip("trl")
-    from trl.data_utils import is_conversational  # noqa: F401 - the helper SFTTrainer uses
+    assert len(train) == 5 and train.to_list() == [ds[i] for i in result.rows]
+    np.testing.assert_array_equal(sorted(result.scores.loc[result.scores.selected, "row"]), result.rows)
+    pytest.importorskip("trl")
+    from trl.data_utils import is_conversational  # the check SFTTrainer makes on each dataset
 
     assert not is_conversational(train[0])
-    np.testing.assert_array_equal(sorted(result.scores.loc[result.scores.selected, "row"]), result.rows)
