@@ -45,7 +45,7 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
         "backend": resolve_backend(ctx.option("cluster_backend", "auto")),
         "seed": int(ctx.seed),
         "max_iter": int(ctx.option("kmeans_iters", 50)),
-        **({"embed_system": True} if ctx.option("embed_system") else {}),
+        "embed_system": bool(ctx.option("embed_system", False)),  # system prompts in the embedded text
     }
     ids = [r.id for r in ctx.records]
     work = ctx.run_dir / "work" / "clusters"
