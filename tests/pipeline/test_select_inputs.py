@@ -67,6 +67,9 @@ def test_dataset_dict_with_split():
         shedkit.select(dd, method="random", budget=5)
     with pytest.raises(shedkit.ShedkitError, match="'valid' is not in"):
         shedkit.select(dd, split="valid", method="random", budget=5)
+    assert result.manifest["config"]["split"] == "train" and result.manifest["pool"]["input"] == "datasetdict"
+    with pytest.raises(shedkit.ShedkitError, match="split='train' applies to an in-memory DatasetDict"):
+        shedkit.select("pool.jsonl", split="train", budget=5)
 
 
 def test_conversations_in_a_dataframe_and_bad_rows():

@@ -11,7 +11,7 @@ from shedkit.data.containers import RawTable, read_table, subset_filename, write
 from shedkit.data.formats import FORMATS, Detected, EmptyResponseError, detect_columns, parse_field_map, resolve_format_name, row_to_turns
 from shedkit.data.memory import InMemorySource, is_in_memory, table_from_memory
 from shedkit.data.records import Record, make_record
-from shedkit.errors import InputError
+from shedkit.errors import InputError, ShedkitError
 
 
 @dataclass
@@ -79,6 +79,8 @@ def load_pool(
     if is_in_memory(path) or not isinstance(path, (str, os.PathLike)):
         table, source = table_from_memory(path, split)  # unsupported objects get a clear error
     else:
+        if split is not None:
+            raise ShedkitError(f"split={split!r} applies to an in-memory DatasetDict, not to the file {path}")
         table = read_table(path)
     path = table.path
     if not table.rows:

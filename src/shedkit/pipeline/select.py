@@ -125,7 +125,8 @@ def select(
         positions = _check_selection(result, n, len(pool.records), method)
         columns = dict(result.columns)
         manifest = _manifest(pool, method, n, seed, options, result, timer, command, budget_asked=budget,
-                             format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
+                             format=format, fields=fields, dedup=dedup, skip_empty=skip_empty,
+                             **({"split": split} if split is not None else {}))
         selection = SelectionResult(pool, method, n, positions, columns, manifest, out_dir)
         if out_dir is not None:
             _write_embedding_map(selection, method, options, cache)
