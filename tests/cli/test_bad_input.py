@@ -21,7 +21,7 @@ CASES = {
     "empty_response": (GOOD + '{"instruction": "a", "input": "", "output": "  "}\n', "pool.jsonl", "line 2: empty response"),
     "wrong_type": (GOOD + '{"instruction": "a", "input": "", "output": 42}\n', "pool.jsonl", "line 2: field 'output' must be a string, got int"),
     "not_object": (GOOD + '[1, 2]\n', "pool.jsonl", "line 2: expected a JSON object, got list"),
-    "unknown_format": ('{"question": "q", "answer": "a"}\n', "pool.jsonl", "line 1: unknown format: columns ['answer', 'question']"),
+    "unknown_format": ('{"question": "q", "reply": "a"}\n', "pool.jsonl", "line 1: unknown format: columns ['question', 'reply']"),
     "unknown_extension": (GOOD, "pool.txt", "unknown file type '.txt'"),
     "json_not_array": ('{\n  "a": 1\n}\n', "pool.json", "expected a JSON array"),
     "csv_bad_width": ("instruction,input,output\na,,b\nc,d\n", "pool.csv", "line 3: expected 3 fields, found 2"),

@@ -69,3 +69,73 @@ def test_continuation_follows_lm_eval(tiny):
     assert tok.decode(a.ids[a.groups > 0].tolist()) == " yes"
     short = encode_continuation(tok, "c" * 50, " yes", 10)
     assert len(short) == 10 and short.n_targets == 4
+
+
+THREE_TURNS = (("system", "S"), ("user", "u1"), ("assistant", "a1"), ("user", "u2"), ("assistant", "a2"),
+               ("user", "u3"), ("assistant", "a3!"))
+
+
+def test_train_on_last_masks_earlier_assistant_turns(tiny):
+    _, tok = tiny
+    r = rec(0, *THREE_TURNS)
+    every = encode_record(tok, r, 512)
+    last = encode_record(tok, r, 512, train_on="last")
+    assert np.array_equal(every.ids, last.ids)  # same tokens, only the marks differ
+    assert [targets_text(tok, every, k) for k in (1, 2, 3)] == ["a1<|im_end|>", "a2<|im_end|>", "a3!<|im_end|>"]
+    assert set(np.unique(last.groups)) == {0, 1}
+    assert targets_text(tok, last) == "a3!<|im_end|>"
+    # the last turn's marks are exactly those of "all"'s third turn
+    assert np.array_equal(last.groups > 0, every.groups == 3)
+    plain = encode_record(tok, r, 512, "plain", train_on="last")
+    assert targets_text(tok, plain) == "a3!<|im_end|>"
+    single = rec(1, ("user", "q"), ("assistant", "a"))
+    assert np.array_equal(encode_record(tok, single, 512, train_on="last").groups, encode_record(tok, single, 512).groups)
+
+
+def test_tool_turns_are_context(tiny):
+    _, tok = tiny
+    r = rec(0, ("user", "Weather?"), ("assistant", '[{"name": "weather"}]'), ("tool", "3 C, rain"), ("assistant", "Rainy, 3 C."))
+    enc = encode_record(tok, r, 512)
+    text = tok.decode(enc.ids.tolist())
+    assert "<|im_start|>tool\n3 C, rain<|im_end|>" in text
+    assert targets_text(tok, enc) == '[{"name": "weather"}]<|im_end|>Rainy, 3 C.<|im_end|>'
+    plain_text, spans = render(tok, r.turns, "plain")
+    assert "### Tool:\n3 C, rain\n\n" in plain_text
+    assert [plain_text[s:e] for s, e in spans] == ['[{"name": "weather"}]<|im_end|>', "Rainy, 3 C.<|im_end|>"]
+
+
+JINJA = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% if m.role == 'assistant' %}</s>{% endif %}\n{% endfor %}"
+         "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def test_custom_chat_template_is_rendered_as_transformers_does(tiny):
+    _, tok = tiny
+    r = rec(0, ("user", "Hi"), ("assistant", "Yo"), ("user", "Again"), ("assistant", "Yo yo"))
+    text, spans = render(tok, r.turns, chat_template=JINJA)
+    assert text == tok.apply_chat_template([{"role": t.role, "content": t.content} for t in r.turns],
+                                           tokenize=False, chat_template=JINJA)
+    assert text == "<user>Hi<assistant>Yo</s><user>Again<assistant>Yo yo</s>"  # trim_blocks, as transformers
+    assert [text[s:e] for s, e in spans] == ["Yo</s>", "Yo yo</s>"]
+    enc = encode_record(tok, r, 512, "plain", chat_template=JINJA)  # the given template wins
+    assert targets_text(tok, enc, 1) == "Yo</s>" and targets_text(tok, enc, 2) == "Yo yo</s>"
+
+
+def test_broken_chat_template_is_a_clear_error(tiny):
+    import pytest
+
+    from shedkit.errors import ShedkitError
+
+    _, tok = tiny
+    with pytest.raises(ShedkitError, match="chat template failed"):
+        render(tok, rec(0, ("user", "a"), ("assistant", "b")).turns, chat_template="{% for m in messages %}")
+
+
+def test_encode_options_come_from_the_configs():
+    from shedkit.models.config import ScoreConfig, TrainConfig
+    from shedkit.models.encode import encode_options
+
+    assert encode_options(TrainConfig()) == {"template": "auto", "train_on": "all", "chat_template": None}
+    cfg = ScoreConfig(train_on="last", chat_template=JINJA)
+    assert encode_options(cfg) == {"template": "auto", "train_on": "last", "chat_template": JINJA}
+    # defaults stay out of the dict that cache keys hash, so existing caches stay valid
+    assert "train_on" not in TrainConfig().to_dict() and TrainConfig(train_on="last").to_dict()["train_on"] == "last"

@@ -38,10 +38,17 @@ def test_select_writes_a_valid_report(tmp_path, read_report):
     assert {"summary", "timings", "settings"} <= set(report.sections)
     summary = report.sections["summary"]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    for fact in ("random", str(pool), "numpy", manifest["environment"]["python"]):
+    for fact in ("random selected 8 of 80 rows (10.0%) from pool.jsonl", str(pool), "budget8 → 8 rows"):
         assert fact in summary.text, fact
+    # the page opens with what was asked and got, and ends with versions and settings
+    ids = [s.id for s in report.parser.sections]
+    assert ids[0] == "summary" and ids[-1] == "settings"
+    settings = report.sections["settings"]
+    for fact in ("numpy", manifest["environment"]["python"]):
+        assert fact in settings.text, fact
     if manifest["environment"]["git"]:
-        assert manifest["environment"]["git"] in summary.text
+        assert manifest["environment"]["git"] in settings.text
+    assert "No map: this method uses no embeddings" in report.sections["map"].text
     assert "load" in report.sections["timings"].text
 
 

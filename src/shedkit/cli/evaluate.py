@@ -45,8 +45,11 @@ def eval_command(
     from shedkit.cli.bench import set_threads
 
     set_threads(params["threads"])
-    score = ScoreConfig(**{k: params[k] for k in ("batch_size", "max_batch_tokens", "max_length", "precision", "template")
-                           if params.get(k) is not None})
+    from shedkit.models.encode import read_chat_template
+
+    params["chat_template"] = read_chat_template(params.get("chat_template")) or None
+    score = ScoreConfig(**{k: params[k] for k in ("batch_size", "max_batch_tokens", "max_length", "precision", "template",
+                                                  "train_on", "chat_template") if params.get(k) is not None})
     tasks = load_tasks(params["task"], format=params["format"], mmlu_description=params["mmlu_description"])
     doc = evaluate_model(params["model"], tasks, params["out"], score_config=score, limit=params["limit"],
                          harness=params["harness"], device=params["device"], progress=params["progress"],

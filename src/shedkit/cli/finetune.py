@@ -46,6 +46,9 @@ def finetune_command(
     from shedkit.cli.bench import set_threads
 
     set_threads(params["threads"])
+    from shedkit.models.encode import read_chat_template
+
+    params["chat_template"] = read_chat_template(params.get("chat_template")) or None
     train = TrainConfig(**{f.name: params[f.name] for f in fields(TrainConfig) if params.get(f.name) is not None})
     console = Console(highlight=False, stderr=True)
     console.print(f"fine-tuning {params['model']} on {params['subset']}: {train.method}, {train.epochs:g} epoch(s), "

@@ -114,13 +114,16 @@ def score_command(
     """Write each row's mean response-token loss (and IFD) under MODEL to DIR/scores.csv."""
     from rich.console import Console
 
+    from shedkit.models.encode import read_chat_template
+
     params = merge_config(ctx, dict(ctx.params), ctx.params["config"])
     files = score_pool(
         params["pool"], params["model"], params["out"], ifd=params["ifd"], format=params["format"],
         fields=params["field"], dedup=params["dedup"], skip_empty=params["skip_empty"],
         cache_dir=params["cache_dir"], device=params["device"], command=["shedkit", *sys.argv[1:]],
         max_length=params["max_length"], precision=params["precision"], batch_size=params["batch_size"],
-        max_batch_tokens=params["max_batch_tokens"], template=params["template"],
+        max_batch_tokens=params["max_batch_tokens"], template=params["template"], train_on=params["train_on"],
+        chat_template=read_chat_template(params["chat_template"]) or None,
     )
     console = Console(highlight=False)
     console.print(f"scored {params['pool']} with {params['model']}")

@@ -113,14 +113,15 @@ def cluster_embeddings(embeddings: np.ndarray, n_clusters: int | None = None, se
 def cluster_records(records: Sequence, n_clusters: int | None = None, embedder=DEFAULT_EMBEDDER,
                     cache_dir: str | os.PathLike | None = None, seed: int = 0, backend: str = "auto",
                     device: str | None = None, batch_size: int = 64, max_iter: int = 50,
-                    progress: bool = True) -> ClusteringResult:
-    """The whole clustering stage: embed the records (cached), k-means, one proxy per cluster."""
+                    progress: bool = True, include_system: bool = False) -> ClusteringResult:
+    """The whole clustering stage: embed the records (cached), k-means, one proxy per cluster.
+    System prompts are left out of the embedded text unless ``include_system``."""
     from shedkit.embed import embed_records, get_embedder
 
     model = get_embedder(embedder, device=device)
     t0 = time.perf_counter()
     embeddings = embed_records(records, embedder=model, cache_dir=cache_dir, batch_size=batch_size,
-                               progress=progress)
+                               progress=progress, include_system=include_system)
     seconds_embed = time.perf_counter() - t0
     result = cluster_embeddings(embeddings, n_clusters=n_clusters, seed=seed, backend=backend, max_iter=max_iter)
     result.info.update(embedder=model.identity, seconds_embed=seconds_embed)

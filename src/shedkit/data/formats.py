@@ -29,8 +29,10 @@ class Format:
 SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
     "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
-    "system": "system",
+    "system": "system", "tool": "tool", "observation": "tool", "function": "tool",
+    "function_call": "assistant",
 }
+OPENAI_ROLES = ("system", "user", "assistant", "tool")
 
 
 def _alpaca(f: Mapping[str, Any]) -> list[Turn]:
@@ -56,7 +58,16 @@ def _sharegpt(f: Mapping[str, Any]) -> list[Turn]:
 
 
 def _openai(f: Mapping[str, Any]) -> list[Turn]:
-    return [Turn(m["role"], m["content"]) for m in f["messages"]]
+    return [Turn(m["role"], _message_text(m)) for m in f["messages"]]
+
+
+def _message_text(m: Mapping[str, Any]) -> str:
+    """A message's content; an assistant message that only calls tools reads as its calls' JSON."""
+    if m.get("content") is None and m.get("tool_calls"):
+        import json
+
+        return json.dumps(m["tool_calls"], ensure_ascii=False, sort_keys=True)
+    return m["content"]
 
 
 FORMATS: dict[str, Format] = {
@@ -78,20 +89,66 @@ def resolve_format_name(name: str) -> str:
     return key
 
 
+# Common column pairs read as prompt/response when no format's own columns match.
+# (Dolly already covers {instruction, response}; it is listed so the error names it.)
+COLUMN_ALIASES: tuple[tuple[tuple[str, str], str, dict[str, str]], ...] = (
+    (("question", "answer"), "prompt-completion", {"prompt": "question", "completion": "answer"}),
+    (("query", "response"), "prompt-completion", {"prompt": "query", "completion": "response"}),
+    (("prompt", "response"), "prompt-completion", {"completion": "response"}),
+    (("input", "output"), "prompt-completion", {"prompt": "input", "completion": "output"}),
+    (("instruction", "response"), "dolly", {}),
+)
+DETECTION_ORDER = ("sharegpt", "openai", "alpaca", "dolly", "prompt-completion")
+
+
+@dataclass(frozen=True)
+class Detected:
+    format: str
+    field_map: dict[str, str]  # the mapping used (the caller's, or a recognised column pair's)
+    columns: tuple[str, ...] = ()  # the recognised column pair, () when a format matched directly
+
+    def describe(self) -> str:
+        if not self.columns:
+            return f"{self.format} (its own columns)" if not self.field_map else f"{self.format} with --field mapping"
+        pairs = ", ".join(f"{k}={v}" for k, v in self.field_map.items())
+        return f"columns {{{', '.join(self.columns)}}} read as {self.format}" + (f" ({pairs})" if pairs else "")
+
+
 def detect_format(path: Path, row: Mapping[str, Any], field_map: Mapping[str, str], line: int | None = None) -> str:
     """The first format whose required fields (after mapping) are all columns of the row."""
+    return detect_columns(path, row, field_map, line).format
+
+
+def detect_columns(path: Path, row: Mapping[str, Any], field_map: Mapping[str, str], line: int | None = None) -> Detected:
+    """The format of a row: a format whose columns are all there (after ``field_map``), else
+    one of the common column pairs (COLUMN_ALIASES); several pairs at once is ambiguous."""
     columns = set(row)
-    order = ["sharegpt", "openai", "alpaca", "dolly", "prompt-completion"]
-    for name in order:
+    for name in DETECTION_ORDER:
         if all(field_map.get(f, f) in columns for f in FORMATS[name].required):
-            return name
+            return Detected(name, dict(field_map))
+    where = {"line": line, "row": None if line else 0}
+    if not field_map:
+        matches = [a for a in COLUMN_ALIASES if set(a[0]) <= columns]
+        if len(matches) == 1:
+            pair, name, mapping = matches[0]
+            return Detected(name, dict(mapping), pair)
+        if len(matches) > 1:
+            found = " and ".join("{" + ", ".join(m[0]) + "}" for m in matches)
+            raise InputError(
+                path,
+                f"ambiguous columns: {sorted(columns)} hold both {found}; say which to use, e.g. "
+                f"--format prompt-completion --field prompt={matches[0][0][0]} --field completion={matches[0][0][1]}",
+                **where,
+            )
+    known = ", ".join("{" + ", ".join(a[0]) + "}" for a in COLUMN_ALIASES)
     raise InputError(
         path,
         f"unknown format: columns {sorted(columns)} match none of "
         f"alpaca {{instruction, input, output}}, dolly {{instruction, context, response}}, "
-        f"sharegpt {{conversations}}, openai {{messages}}, prompt-completion {{prompt, completion}}; "
+        f"sharegpt {{conversations}}, openai {{messages}}, prompt-completion {{prompt, completion}}, "
+        f"nor the column pairs {known}; "
         f"pass --format and --field (e.g. --format alpaca --field instruction=question --field output=answer)",
-        line=line, row=None if line else 0,
+        **where,
     )
 
 
@@ -148,14 +205,18 @@ def _check_types(fmt: str, f: dict[str, Any], field_map: Mapping[str, str], wher
                 raise InputError(what=f"'{col('conversations')}[{i}]' has unknown role '{m['from']}'", **where)
     if fmt == "openai":
         for i, m in enumerate(f["messages"]):
-            if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(_content(m), str):
                 raise InputError(what=f"'{col('messages')}[{i}]' must be an object with string 'role' and 'content'", **where)
-            if m["role"] not in ("system", "user", "assistant"):
+            if m["role"] not in OPENAI_ROLES:
                 raise InputError(what=f"'{col('messages')}[{i}]' has unknown role '{m['role']}'", **where)
     if fmt == "alpaca" and "history" in f:
         for i, pair in enumerate(f["history"]):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
                 raise InputError(what=f"'{col('history')}[{i}]' must be a [user, assistant] pair of strings", **where)
+
+
+def _content(m: Mapping[str, Any]) -> Any:
+    return _message_text(m) if m.get("role") == "assistant" else m.get("content")
 
 
 def _check_turns(turns: list[Turn], where: dict) -> None:

@@ -10,12 +10,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
 class Turn:
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool" (a tool's output: context, never a target)
     content: str
 
 
@@ -25,7 +25,7 @@ class Record:
 
     id      -- stable content hash of the normalised turns (same content -> same id, any format)
     index   -- 0-based position of the row in the input file
-    turns   -- the conversation, normalised to system/user/assistant turns
+    turns   -- the conversation, normalised to system/user/assistant/tool turns
     row     -- the original row exactly as read (never modified)
     """
 
@@ -53,6 +53,19 @@ class Record:
     def text(self) -> str:
         """All turns' text joined: what embedders and n-gram features see."""
         return "\n".join(t.content for t in self.turns)
+
+    def embedding_text(self, include_system: bool = False) -> str:
+        """What an embedder sees: the turns' text without system prompts unless asked. A
+        system prompt shared by many rows would otherwise dominate their embeddings, and so
+        the clustering."""
+        return "\n".join(t.content for t in self.turns if include_system or t.role != "system")
+
+    def embedding_key(self, include_system: bool = False) -> str:
+        """Cache key of :meth:`embedding_text`: the id when the text is all turns (so vectors
+        cached by id stay valid), else the id tagged with the variant."""
+        if include_system or not any(t.role == "system" for t in self.turns):
+            return self.id
+        return self.id + "-nosys"
 
     def _last_assistant(self) -> int:
         for i in range(len(self.turns) - 1, -1, -1):

@@ -93,8 +93,11 @@ def embed_records(
     device: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    include_system: bool = False,
 ) -> np.ndarray:
-    """Embed each record's ``text`` -> (N, d) float32, L2-normalised rows, in ``records`` order.
+    """Embed each record's ``embedding_text`` -> (N, d) float32, L2-normalised rows, in
+    ``records`` order. System prompts are left out unless ``include_system`` (a long system
+    prompt shared by many rows would dominate their embeddings and so the clustering).
 
     With ``cache_dir`` vectors are cached under ``cache_dir/embeddings/`` by embedder identity
     and record id: an unchanged pool is served without loading the model, and a grown pool
@@ -102,8 +105,8 @@ def embed_records(
     device string. An empty pool gives a (0, 0) array.
     """
     return embed_texts(
-        [r.text for r in records],
-        keys=[r.id for r in records],
+        [r.embedding_text(include_system) for r in records],
+        keys=[r.embedding_key(include_system) for r in records],
         embedder=embedder,
         cache_dir=cache_dir,
         device=device,

@@ -34,7 +34,7 @@ from shedkit.util.defaults import DEFAULT_MODEL
 BENCH_RECIPE = TrainConfig(
     method="lora", epochs=2.0, lr=2e-4, batch_size=8, grad_accum=1, max_length=512, lora_r=16, lora_alpha=32.0,
     lora_dropout=0.05, target_modules="all-linear", weight_decay=0.0, warmup_ratio=0.0, scheduler="linear",
-    max_grad_norm=1.0, precision="auto", template="auto",
+    max_grad_norm=1.0, precision="auto", template="auto", train_on="all", chat_template="",
 )
 QUICK_RECIPE = replace(BENCH_RECIPE, epochs=1.0, max_length=256)
 RECIPE_SEED = 0

@@ -18,6 +18,16 @@ MODEL_LAYER_VERSION = "1"
 
 PRECISIONS = ("auto", "bf16", "fp32")
 TEMPLATES = ("auto", "chat", "plain")
+TRAIN_ON = ("all", "last")
+# Encoding fields added later: left out of to_dict() at their defaults, so the cache keys of
+# runs that do not use them are unchanged.
+_ENCODE_DEFAULTS = {"train_on": "all", "chat_template": ""}
+_TRAIN_ON_HELP = "Assistant turns that are targets: 'all' of them, or only the 'last' (earlier turns become context)."
+_CHAT_TEMPLATE_HELP = "A Jinja chat template's text (the CLI reads --chat-template FILE), used instead of the tokenizer's."
+
+
+def _encode_dict(obj) -> dict[str, Any]:
+    return {k: v for k, v in asdict(obj).items() if not (k in _ENCODE_DEFAULTS and v == _ENCODE_DEFAULTS[k])}
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -54,9 +64,13 @@ class TrainConfig:
     max_grad_norm: float = _f(1.0, "Gradient-norm clipping threshold (0 disables clipping).")
     precision: str = _f("auto", "'auto' (bf16 autocast where the hardware runs it fast, else fp32), 'bf16' or 'fp32'.")
     template: str = _f("auto", "Prompt format: 'auto' (the tokenizer's chat template, else the plain template), 'chat' or 'plain'.")
+    train_on: str = _f("all", _TRAIN_ON_HELP)
+    chat_template: str = _f("", _CHAT_TEMPLATE_HELP)
 
     def __post_init__(self) -> None:
         problems = []
+        if self.train_on not in TRAIN_ON:
+            problems.append(f"train_on must be one of {TRAIN_ON}, not {self.train_on!r}")
         if self.method not in ("lora", "full"):
             problems.append(f"method must be 'lora' or 'full', not {self.method!r}")
         if self.precision not in PRECISIONS:
@@ -83,7 +97,7 @@ class TrainConfig:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _encode_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -105,19 +119,21 @@ class ScoreConfig:
     max_length: int = _f(1024, "Tokens per row when scoring; longer rows lose prompt tokens first.")
     precision: str = _f("auto", "'auto' (bf16 autocast where the hardware runs it fast, else fp32), 'bf16' or 'fp32'.")
     template: str = _f("auto", "Prompt format: 'auto' (the tokenizer's chat template, else the plain template), 'chat' or 'plain'.")
+    train_on: str = _f("all", _TRAIN_ON_HELP)
+    chat_template: str = _f("", _CHAT_TEMPLATE_HELP)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS or self.template not in TEMPLATES:
+        if self.precision not in PRECISIONS or self.template not in TEMPLATES or self.train_on not in TRAIN_ON:
             from shedkit.errors import ShedkitError
 
-            raise ShedkitError(f"precision must be one of {PRECISIONS} and template one of {TEMPLATES}")
+            raise ShedkitError(f"precision must be one of {PRECISIONS}, template one of {TEMPLATES} and train_on one of {TRAIN_ON}")
         if min(self.batch_size, self.max_batch_tokens, self.max_length) < 1:
             from shedkit.errors import ShedkitError
 
             raise ShedkitError("batch_size, max_batch_tokens and max_length must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _encode_dict(self)
 
 
 def field_help(cls: type) -> list[tuple[str, Any, str]]:

@@ -1,7 +1,8 @@
 """Records -> token ids with per-token target marks, for causal-LM training and scoring.
 
-Format: the tokenizer's chat template when it has one ("auto"/"chat"), else the plain
-template below ("plain" forces it):
+Format: a custom Jinja chat template when one is given (``chat_template``, rendered by
+transformers exactly as a tokenizer's own), else the tokenizer's chat template when it has one
+("auto"/"chat"), else the plain template below ("plain" forces it):
 
     {bos}### System:\\n{content}\\n\\n          (only when the record has a system turn)
     ### User:\\n{content}\\n\\n
@@ -9,8 +10,9 @@ template below ("plain" forces it):
 
 Targets (the tokens whose loss is counted) are the tokens of each assistant turn's content
 plus the turn's end marker (``<|im_end|>`` under ChatML, ``{eos}`` under the plain template),
-so that a fine-tuned model learns where to stop. Everything else (system/user turns, role
-headers, template boilerplate) is context only. ``groups[i] = k`` marks token ``i`` as a target
+so that a fine-tuned model learns where to stop; ``train_on="last"`` keeps only the last
+assistant turn as a target (earlier ones become context). Everything else (system, user and
+tool turns, role headers, template boilerplate) is context only. ``groups[i] = k`` marks token ``i`` as a target
 belonging to the k-th assistant turn (1-based); ``0`` means not a target. Token 0 is never a
 target (nothing precedes it).
 
@@ -29,7 +31,8 @@ import numpy as np
 from shedkit.data.records import Record, Turn
 from shedkit.errors import ShedkitError
 
-PLAIN_HEADERS = {"system": "### System:\n", "user": "### User:\n", "assistant": "### Assistant:\n"}
+PLAIN_HEADERS = {"system": "### System:\n", "user": "### User:\n", "assistant": "### Assistant:\n", "tool": "### Tool:\n"}
+TRAIN_ON = ("all", "last")
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,32 @@ class Encoded:
         return int(np.count_nonzero(self.groups[1:]))
 
 
-def uses_chat_template(tokenizer, template: str = "auto") -> bool:
+def read_chat_template(value) -> str:
+    """A Jinja chat template's text from a file path (``--chat-template FILE``); text that is
+    not a path to a file (it holds ``{%`` or ``{{``) is taken as the template itself."""
+    import os
+
+    if not value:
+        return ""
+    text = str(value)
+    if ("{%" in text or "{{" in text) and not os.path.isfile(text):
+        return text
+    try:
+        with open(os.path.expanduser(text), encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ShedkitError(f"--chat-template {text}: cannot read the template file ({exc.strerror})") from None
+
+
+def encode_options(config) -> dict:
+    """The encoding settings a TrainConfig/ScoreConfig carries, as keyword arguments."""
+    return {"template": config.template, "train_on": getattr(config, "train_on", "all"),
+            "chat_template": getattr(config, "chat_template", "") or None}
+
+
+def uses_chat_template(tokenizer, template: str = "auto", chat_template: str | None = None) -> bool:
+    if chat_template:
+        return True
     if template == "plain":
         return False
     has = bool(getattr(tokenizer, "chat_template", None))
@@ -54,11 +82,13 @@ def uses_chat_template(tokenizer, template: str = "auto") -> bool:
     return has
 
 
-def render(tokenizer, turns: Sequence[Turn], template: str = "auto") -> tuple[str, list[tuple[int, int]]]:
+def render(tokenizer, turns: Sequence[Turn], template: str = "auto",
+           chat_template: str | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The conversation as text, and the character span of each assistant turn's target
-    text (content + end-of-turn marker, trailing whitespace excluded)."""
-    if uses_chat_template(tokenizer, template):
-        return _render_chat(tokenizer, turns)
+    text (content + end-of-turn marker, trailing whitespace excluded). ``chat_template``: a
+    Jinja template's text, used instead of the tokenizer's."""
+    if uses_chat_template(tokenizer, template, chat_template):
+        return _render_chat(tokenizer, turns, chat_template)
     return _render_plain(tokenizer, turns)
 
 
@@ -78,37 +108,50 @@ def _render_plain(tokenizer, turns: Sequence[Turn]) -> tuple[str, list[tuple[int
     return "".join(parts), spans
 
 
-def _chat(tokenizer, turns: Sequence[Turn], generation_prompt: bool) -> str:
+def _chat(tokenizer, turns: Sequence[Turn], generation_prompt: bool, chat_template: str | None = None) -> str:
     messages = [{"role": t.role, "content": t.content} for t in turns]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    kwargs = {"chat_template": chat_template} if chat_template else {}
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt, **kwargs)
+    except Exception as exc:  # jinja2 errors (syntax, raise_exception in the template) reach the user
+        if type(exc).__module__.startswith("jinja2"):
+            raise ShedkitError(f"the chat template failed to render a conversation: {exc}") from None
+        raise
 
 
-def _render_chat(tokenizer, turns: Sequence[Turn]) -> tuple[str, list[tuple[int, int]]]:
-    full = _chat(tokenizer, turns, False)
+def _render_chat(tokenizer, turns: Sequence[Turn], chat_template: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+    def chat(part: Sequence[Turn], generation_prompt: bool) -> str:
+        return _chat(tokenizer, part, generation_prompt, chat_template)
+
+    full = chat(turns, False)
     spans = []
     for k, turn in enumerate(turns):
         if turn.role != "assistant":
             continue
-        upto = _chat(tokenizer, turns[: k + 1], False)
+        upto = chat(turns[: k + 1], False)
         if not full.startswith(upto):
             raise ShedkitError(
-                f"the chat template of {tokenizer.name_or_path!r} does not render a conversation's "
+                f"the chat template {_which(tokenizer, chat_template)} does not render a conversation's "
                 "prefix as a prefix of the whole; use template='plain'"
             )
         end = len(upto.rstrip())
         start = -1
         if k > 0:
-            prefix = _chat(tokenizer, turns[:k], True)
+            prefix = chat(turns[:k], True)
             if upto.startswith(prefix):
                 start = len(prefix)
         if start < 0:  # e.g. a template that adds a default system prompt before a lone turn
             content = turn.content.strip()
             start = upto.rfind(content, 0, end) if content else end
             if start < 0:
-                raise ShedkitError(f"cannot locate an assistant turn in the output of the chat template of {tokenizer.name_or_path!r}; use template='plain'")
+                raise ShedkitError(f"cannot locate an assistant turn in the output of the chat template {_which(tokenizer, chat_template)}; use template='plain'")
             start = min(start, end)
         spans.append((start, end))
     return full, spans
+
+
+def _which(tokenizer, chat_template: str | None) -> str:
+    return "given (--chat-template)" if chat_template else f"of {tokenizer.name_or_path!r}"
 
 
 def _tokenize_with_spans(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,9 +194,17 @@ def truncate(ids: np.ndarray, groups: np.ndarray, max_length: int) -> Encoded:
     return Encoded(ids, groups)
 
 
-def encode_turns(tokenizer, turns: Sequence[Turn], max_length: int, template: str = "auto") -> Encoded:
-    text, spans = render(tokenizer, turns, template)
+def encode_turns(tokenizer, turns: Sequence[Turn], max_length: int, template: str = "auto",
+                 train_on: str = "all", chat_template: str | None = None) -> Encoded:
+    """``train_on``: "all" assistant turns are targets, or only the "last" one."""
+    if train_on not in TRAIN_ON:
+        raise ShedkitError(f"train_on must be one of {TRAIN_ON}, not {train_on!r}")
+    text, spans = render(tokenizer, turns, template, chat_template)
+    if train_on == "last":
+        spans = [(e, e) for s, e in spans[:-1]] + spans[-1:]  # earlier turns: empty spans (context)
     ids, groups = _tokenize_with_spans(tokenizer, text, spans)
+    if train_on == "last" and len(spans) > 1:
+        groups[groups > 0] = 1
     return truncate(ids, groups, max_length)
 
 
@@ -162,15 +213,18 @@ def has_empty_response(record: Record) -> bool:
     return all(not t.content.strip() for t in record.turns if t.role == "assistant")
 
 
-def encode_record(tokenizer, record: Record, max_length: int, template: str = "auto") -> Encoded:
-    """Every assistant turn is a target (multi-turn rows train and score on all of them)."""
-    return encode_turns(tokenizer, record.turns, max_length, template)
+def encode_record(tokenizer, record: Record, max_length: int, template: str = "auto",
+                  train_on: str = "all", chat_template: str | None = None) -> Encoded:
+    """Every assistant turn is a target (multi-turn rows train and score on all of them), or
+    only the last one with ``train_on="last"``; tool turns are context."""
+    return encode_turns(tokenizer, record.turns, max_length, template, train_on, chat_template)
 
 
-def encode_response_alone(tokenizer, record: Record, max_length: int, template: str = "auto") -> Encoded:
+def encode_response_alone(tokenizer, record: Record, max_length: int, template: str = "auto",
+                          train_on: str = "all", chat_template: str | None = None) -> Encoded:
     """The last response as a conversation of its own (no system/user turns): the IFD
     denominator, "the response's loss without its instruction"."""
-    return encode_turns(tokenizer, (Turn("assistant", record.response),), max_length, template)
+    return encode_turns(tokenizer, (Turn("assistant", record.response),), max_length, template, "all", chat_template)
 
 
 def encode_continuation(tokenizer, context: str, continuation: str, max_length: int) -> Encoded:

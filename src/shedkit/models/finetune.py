@@ -36,7 +36,7 @@ from shedkit.data.records import Record
 from shedkit.errors import ShedkitError
 from shedkit.models.config import TrainConfig
 from shedkit.models.device import autocast, model_device, resolve_precision
-from shedkit.models.encode import encode_record, has_empty_response
+from shedkit.models.encode import encode_options, encode_record, has_empty_response
 from shedkit.models.scoring import collate, pad_id_of, target_logits
 
 
@@ -121,7 +121,7 @@ def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainCo
 
     stats = TrainStats(skipped=[r.id for r in records if has_empty_response(r)])
     rows = [r for r in records if not has_empty_response(r)]
-    encoded = [encode_record(tokenizer, r, config.max_length, config.template) for r in rows]
+    encoded = [encode_record(tokenizer, r, config.max_length, **encode_options(config)) for r in rows]
     stats.rows = len(encoded)
     device = model_device(model)
     stats.precision = resolve_precision(config.precision, device)

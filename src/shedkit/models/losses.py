@@ -29,7 +29,7 @@ from shedkit.data.records import Record
 from shedkit.errors import ShedkitError
 from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, stable_hash
 from shedkit.models.device import model_device, resolve_precision
-from shedkit.models.encode import encode_record, encode_response_alone, has_empty_response
+from shedkit.models.encode import encode_options, encode_record, encode_response_alone, has_empty_response
 from shedkit.models.scoring import pad_id_of, token_logprobs
 from shedkit.util.atomic import atomic_write_text
 
@@ -116,6 +116,7 @@ def loss_cache_key(model_id: str, config: ScoreConfig, device_type: str) -> tupl
         "model": model_id,
         "max_length": config.max_length,
         "template": config.template,
+        **{k: (stable_hash(v) if k == "chat_template" else v) for k, v in config.to_dict().items() if k in ("train_on", "chat_template")},
         "precision": resolve_precision(config.precision, device_type),
         "device_type": device_type,
         "version": MODEL_LAYER_VERSION,
@@ -197,7 +198,7 @@ def response_losses(
 
 
 def _score_rows(model, tokenizer, records, config: ScoreConfig, ifd: bool, progress: bool, done: int, total: int) -> list[dict]:
-    enc = [encode_record(tokenizer, r, config.max_length, config.template) for r in records]
+    enc = [encode_record(tokenizer, r, config.max_length, **encode_options(config)) for r in records]
     kw = dict(pad_id=pad_id_of(tokenizer), batch_size=config.batch_size, max_batch_tokens=config.max_batch_tokens,
               precision=config.precision, progress=progress)
     lps = token_logprobs(model, enc, desc=f"response losses, rows {done + 1}-{done + len(records)} of {total}", **kw)
@@ -208,7 +209,7 @@ def _score_rows(model, tokenizer, records, config: ScoreConfig, ifd: bool, progr
         entries.append({"id": r.id, "loss": _mean_nll(lp), "n_tokens": int(len(lp))})
     if ifd:
         last_turn = [int(e.groups.max()) for e in enc]
-        alone = [encode_response_alone(tokenizer, r, config.max_length, config.template) for r in records]
+        alone = [encode_response_alone(tokenizer, r, config.max_length, **encode_options(config)) for r in records]
         alone_lps = token_logprobs(model, alone, desc="IFD: responses alone", **kw)
         for entry, e, lp, k, lp_alone in zip(entries, enc, lps, last_turn, alone_lps):
             groups = e.groups[np.flatnonzero(e.groups[1:]) + 1]

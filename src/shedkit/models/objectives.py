@@ -28,7 +28,7 @@ import numpy as np
 from shedkit.data.records import Record
 from shedkit.errors import InputError, ShedkitError
 from shedkit.models.config import ScoreConfig, stable_hash
-from shedkit.models.encode import encode_continuation, encode_record, has_empty_response
+from shedkit.models.encode import encode_continuation, encode_options, encode_record, has_empty_response
 from shedkit.models.scoring import pad_id_of, token_logprobs
 
 OBJECTIVES = ("auto", "loss", "mc-accuracy")
@@ -200,7 +200,7 @@ def dev_loss(model, tokenizer, records: Sequence[Record], config: ScoreConfig | 
     empty = [r for r in records if has_empty_response(r)]
     if empty:
         raise ShedkitError(f"{len(empty)} dev row(s) have an empty response (first: record {empty[0].id}, row {empty[0].index})")
-    seqs = [encode_record(tokenizer, r, config.max_length, config.template) for r in records]
+    seqs = [encode_record(tokenizer, r, config.max_length, **encode_options(config)) for r in records]
     lps = token_logprobs(model, seqs, pad_id=pad_id_of(tokenizer), batch_size=config.batch_size,
                          max_batch_tokens=config.max_batch_tokens, precision=config.precision,
                          progress=progress, desc="dev loss")

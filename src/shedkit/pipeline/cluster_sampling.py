@@ -46,6 +46,7 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
         "backend": resolve_backend(ctx.option("cluster_backend", "auto")),
         "seed": int(ctx.seed),
         "max_iter": int(ctx.option("kmeans_iters", 50)),
+        "embed_system": bool(ctx.option("embed_system", False)),  # system prompts in the embedded text
     }
     ids = [r.id for r in ctx.records]
     work = ctx.run_dir / "work" / "clusters"
@@ -58,7 +59,7 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
     result = cluster_records(
         ctx.records, n_clusters=settings["clusters"], embedder=embedder, cache_dir=ctx.cache_dir,
         seed=settings["seed"], backend=settings["backend"], batch_size=int(ctx.option("embed_batch_size", 64)),
-        max_iter=settings["max_iter"], progress=progress,
+        max_iter=settings["max_iter"], progress=progress, include_system=bool(ctx.option("embed_system", False)),
     )
     result.info["settings"] = settings
     result.save(work, ids=ids, with_embeddings=False)

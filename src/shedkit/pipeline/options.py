@@ -67,6 +67,8 @@ class DeviceOptions:
 class EmbeddingOptions(DeviceOptions):
     embedder: Optional[str] = opt(f"Sentence-transformers id/path or '{HASHED_EMBEDDER}' (default {DEFAULT_EMBEDDER}).")
     embed_batch_size: Optional[int] = opt("Texts per embedding batch (default 64).")
+    embed_system: Optional[bool] = opt("Keep system prompts in the embedded text (default: left out, so a shared "
+                                       "prompt does not decide the clusters).", flags=("--embed-system/--no-embed-system",))
 
 
 @dataclass

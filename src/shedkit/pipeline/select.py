@@ -50,6 +50,30 @@ class SelectionResult:
         return [self.pool.records[i].index for i in self.positions]
 
     @property
+    def subset(self) -> Any:
+        """The selected rows, unchanged, as the input's own type: a list of dicts, a pandas
+        DataFrame (``iloc``, index kept), a ``datasets.Dataset`` (``select``), a DatasetDict
+        (the chosen split subset, other splits as they were); for a file pool, the subset file's
+        path when written (``out=``), else the selected rows as a list of dicts."""
+        if self.pool.source is not None:
+            return self.pool.subset(self.rows)
+        if "subset" in self.files:
+            return self.files["subset"]
+        return [self.pool.table.rows[i] for i in self.rows]
+
+    @property
+    def scores(self):
+        """One row per pool record, as scores.csv: ``row`` (position in the input), ``id``,
+        ``selected`` and the method's columns (cluster, value, learnability, ...)."""
+        from shedkit.errors import require
+
+        pd = require("pandas", "models", "the scores DataFrame")
+        records = self.pool.records
+        data = {"row": [r.index for r in records], "id": [r.id for r in records], "selected": self.selected_mask}
+        data.update({name: list(values) for name, values in self.columns.items()})
+        return pd.DataFrame(data)
+
+    @property
     def selected_mask(self) -> np.ndarray:
         mask = np.zeros(len(self.pool.records), dtype=bool)
         mask[self.positions] = True
@@ -57,7 +81,7 @@ class SelectionResult:
 
 
 def select(
-    pool: str | Path | Pool,
+    pool: Any,
     method: str = "random",
     budget: str | float | int = 0.1,
     seed: int = 0,
@@ -68,10 +92,14 @@ def select(
     skip_empty: bool = False,
     cache_dir: str | Path | None = None,
     command: list[str] | None = None,
+    split: str | None = None,
     **options: Any,
 ) -> SelectionResult:
     """Select ``budget`` rows of ``pool`` with ``method``; write outputs to ``out`` if given.
 
+    ``pool``: a file path (any supported format), a list of dicts, a pandas DataFrame, a
+    ``datasets.Dataset`` or a ``DatasetDict`` with ``split=``. The result's ``.subset`` is
+    the selected rows as the same type, unchanged; ``.scores`` is a DataFrame (scores.csv).
     Method-specific settings (``target=``, ``clusters=``, ``model=``, ...) go in ``options``:
     the fields of the method's ``Options`` dataclass (``shedkit.pipeline.options``); any other
     name is an error that names the closest option.
@@ -79,9 +107,13 @@ def select(
     timer = Timer()
     run = get_method(method)
     check_options(method, options)
+    if options.get("chat_template"):  # a file path (or the template's text) -> the text
+        from shedkit.models.encode import read_chat_template
+
+        options["chat_template"] = read_chat_template(options["chat_template"])
     with timer("load"):
         if not isinstance(pool, Pool):
-            pool = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
+            pool = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty, split=split)
     n = len(pool.records) if method == "full" else resolve_budget(budget, len(pool.records))
     out_dir = Path(out) if out is not None else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -96,10 +128,12 @@ def select(
             result = run(ctx)
         positions = _check_selection(result, n, len(pool.records), method)
         columns = dict(result.columns)
-        manifest = _manifest(pool, method, n, seed, options, result, timer, command,
-                             format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
+        manifest = _manifest(pool, method, n, seed, options, result, timer, command, budget_asked=budget,
+                             format=format, fields=fields, dedup=dedup, skip_empty=skip_empty,
+                             **({"split": split} if split is not None else {}))
         selection = SelectionResult(pool, method, n, positions, columns, manifest, out_dir)
         if out_dir is not None:
+            _write_embedding_map(selection, method, options, cache)
             _write_outputs(selection, timer)
     return selection
 
@@ -118,8 +152,10 @@ def _manifest(pool, method, n, seed, options, result, timer, command, **load_opt
         "shedkit_command": command if command is not None else list(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pool": {
-            "path": str(Path(pool.path).resolve()), "container": pool.container, "format": pool.format,
-            "field_map": pool.field_map, "rows": pool.num_rows, "records": len(pool.records),
+            "path": str(pool.path) if pool.source is not None else str(Path(pool.path).resolve()),
+            "input": pool.source.kind if pool.source is not None else "file",
+            "container": pool.container, "format": pool.format,
+            "field_map": pool.field_map, "mapping": pool.mapping, "rows": pool.num_rows, "records": len(pool.records),
             "duplicates": len(pool.duplicates), "duplicates_dropped": pool.dedup,
             "skipped_empty": pool.skipped_empty,
         },
@@ -152,7 +188,7 @@ def _write_outputs(sel: SelectionResult, timer: Timer) -> None:
         return
     with timer("report"):  # the report is rebuilt from the directory alone (shedkit report DIR)
         try:
-            sel.files["report"] = write_report(out)
+            sel.files["report"] = write_report(out, records=sel.pool.records)
         except Exception as exc:  # noqa: BLE001 - a report problem must not lose a finished selection
             import warnings
 
@@ -160,6 +196,35 @@ def _write_outputs(sel: SelectionResult, timer: Timer) -> None:
             return
     sel.manifest["timings"]["report"] = round(timer.seconds["report"], 4)
     atomic_write_json(out / "manifest.json", sel.manifest)
+
+
+EMBEDDING_METHODS = ("shed-qocs", "shed-qwcs", "dq")
+
+
+def _write_embedding_map(sel: SelectionResult, method: str, options: Mapping[str, Any], cache: Path) -> None:
+    """``work/embedding_map.npy``: the pool's embeddings on their first two principal
+    components, for the report's map. Only for methods that embedded the pool: the vectors
+    then come from the embedding cache (no model run); any problem just leaves the map out."""
+    if method not in EMBEDDING_METHODS and "embedder" not in options:
+        return
+    import io
+    import warnings
+
+    from shedkit.data.containers import atomic_write_bytes
+    from shedkit.report.data_view import MAP_FILE, pca_2d
+
+    try:
+        from shedkit.embed import embed_records
+
+        vectors = embed_records(sel.pool.records, embedder=options.get("embedder") or "all-MiniLM-L6-v2",
+                                cache_dir=cache, device=options.get("device"), progress=False,
+                                include_system=bool(options.get("embed_system", False)))
+        buf = io.BytesIO()
+        np.save(buf, pca_2d(vectors), allow_pickle=False)
+        (sel.out_dir / MAP_FILE).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(sel.out_dir / MAP_FILE, buf.getvalue())
+    except Exception as exc:  # noqa: BLE001 - the map is a picture; the selection stands without it
+        warnings.warn(f"the report's map was left out ({exc})", stacklevel=2)
 
 
 class _cleanup_on_error:

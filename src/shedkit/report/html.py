@@ -1,7 +1,10 @@
 """report.html: one self-contained page describing a run, rebuilt from the run directory alone.
 
-It reads ``manifest.json``, ``scores.csv`` and, when present, ``work/valuation.json`` (SHED's
-estimator result). Charts are PNGs embedded as data URIs; there is no CSS or JS from outside,
+It opens with what was asked and got, then shows the data (clusters with their proxies and
+members, the highest- and lowest-scored rows, a 2-D map of the pool's embeddings), then the
+numbers (charts, timings), and ends with versions and settings. It reads ``manifest.json``,
+``scores.csv``, the pool (for row text) and, when present, ``work/valuation.json`` (SHED's
+estimator result) and ``work/embedding_map.npy``. Charts are PNGs embedded as data URIs; there is no CSS or JS from outside,
 so the page opens offline. Every piece of text is HTML-escaped: rows and paths are user data.
 """
 
@@ -9,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shlex
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 
 from shedkit.data.containers import atomic_write_text
 from shedkit.errors import ShedkitError
-from shedkit.report import plots
+from shedkit.report import data_view, plots
 
 REPORT_NAME = "report.html"
 VALUATION = Path("work") / "valuation.json"
@@ -37,6 +39,9 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:.9em;word-break:break-all}.note{color:#c92a2a}.muted{color:#868e96}
 .bar{display:inline-block;height:.7em;background:#d9480f}img{max-width:100%}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#495057}
+p.lead{font-size:1.15em}nav{font-size:.9em;margin-bottom:1em}
+td .q{color:#495057}td .a{margin-top:.15em}td .member{margin-bottom:.4em}
+.dot{color:#d9480f}table.facts th{font-weight:normal;color:#495057;white-space:nowrap}
 """.strip()
 
 
@@ -70,21 +75,30 @@ class _Run:
         return np.nan_to_num(sel) > 0
 
 
-def write_report(run_dir: str | Path, by: Sequence[str] = ()) -> Path:
+def write_report(run_dir: str | Path, by: Sequence[str] = (), records=None) -> Path:
     """Write ``run_dir/report.html`` (atomically) from the files in ``run_dir``; return its path.
 
     ``by`` names columns of the original pool rows to show the subset's composition by.
+    ``records``: the pool's records when the caller holds them (an in-memory pool); otherwise
+    the pool file named in the manifest is read back for the row text.
     """
-    report = build_report(run_dir, by=by)
+    report = build_report(run_dir, by=by, records=records)
     return atomic_write_text(Path(run_dir) / REPORT_NAME, report.html)
 
 
-def build_report(run_dir: str | Path, by: Sequence[str] = ()) -> RunReport:
+def build_report(run_dir: str | Path, by: Sequence[str] = (), records=None) -> RunReport:
     run = _load_run(Path(run_dir))
+    if records is None and run.scores and "row" in run.scores:
+        pool, why = _load_pool(run)
+        records = pool.records if pool is not None else None
+        if pool is None and not str(_get(run.manifest, "pool", "path", default="")).startswith("<"):
+            run.problems.append(why + "; row text is not shown")
+    data = [view(run, records, _table, _Safe) for view in
+            (data_view.overview, data_view.clusters, data_view.extremes, data_view.embedding_map)]
     sections = [
-        _summary(run), _timings(run), _cluster_values(run), _convergence(run),
+        *data, _cluster_values(run), _convergence(run),
         _histograms(run), *(_composition(run, col) for col in GROUP_COLUMNS),
-        *(_composition_by(run, col) for col in dict.fromkeys(by)), _settings(run),
+        *(_composition_by(run, col, records) for col in dict.fromkeys(by)), _timings(run), _settings(run),
     ]
     sections = _unique_ids([s for s in sections if s is not None])
     method = _get(run.manifest, "method", "name", default="?")
@@ -192,31 +206,6 @@ def _note(text: str) -> str:
 
 
 # -- sections: each returns (id, heading, html) or None ----------------------------------------
-def _summary(run: _Run):
-    m = run.manifest
-    counts = _dict(m, "counts")
-    command = m.get("shedkit_command")
-    pool = _dict(m, "pool")
-    rows = [
-        ("method", _get(m, "method", "name", default="?")),
-        ("pool", f"{pool.get('path', '?')} ({pool.get('format', '?')}, {pool.get('container', '?')})"),
-        ("pool records", f"{pool.get('records', counts.get('pool', '?'))} of {pool.get('rows', '?')} rows"
-         f" ({pool.get('duplicates', 0)} duplicates, {'dropped' if pool.get('duplicates_dropped') else 'kept'})"),
-        ("budget", counts.get("budget", "?")),
-        ("selected", counts.get("selected", int(run.selected.sum()))),
-        ("seed", m.get("seed", "?")),
-        ("command", shlex.join(map(str, command)) if isinstance(command, list) else command),
-        ("created", m.get("created")),
-        ("git", _get(m, "environment", "git") or "not a git checkout"),
-        ("python", f"{_get(m, 'environment', 'python', default='?')} on {_get(m, 'environment', 'platform', default='?')}"),
-    ]
-    versions = _get(m, "environment", "packages", default={}) or {}
-    html = _table(["run", ""], [(k, v if v is not None else "") for k, v in rows])
-    if versions:
-        html += "\n<h3>Versions</h3>\n" + _table(["package", "version"], sorted(versions.items()))
-    return "summary", "Summary", html
-
-
 def _timings(run: _Run):
     stages = [(k, v) for k, v in _dict(run.manifest, "timings").items()]
     stages += [(f"method: {k}", v) for k, v in _dict(run.manifest, "method_timings").items()]
@@ -348,15 +337,17 @@ def _composition(run: _Run, col: str):
     return f"by-{col}", f"Composition by {title}", html
 
 
-def _composition_by(run: _Run, column: str):
+def _composition_by(run: _Run, column: str, records=None):
     sid, title = f"by-row-{_slug(column)}", f"Composition by {column}"
     if not run.scores or "row" not in run.scores:
         return sid, title, _note("scores.csv with a row column is needed to join the pool rows")
-    pool, why = _load_pool(run)
-    if pool is None:
-        run.problems.append(why)
-        return sid, title, _note(why)
-    by_index = {str(r.index): r.row for r in pool.records}
+    if records is None:
+        pool, why = _load_pool(run)
+        if pool is None:
+            run.problems.append(why)
+            return sid, title, _note(why)
+        records = pool.records
+    by_index = {str(r.index): r.row for r in records}
     keys = [_group_key(by_index[r.strip()], column) for r in run.scores["row"]]
     if all(k is None for k in keys):
         cols = sorted({c for row in by_index.values() for c in row})
@@ -415,9 +406,19 @@ def _load_pool(run: _Run):
 
 
 def _settings(run: _Run):
-    config = _dict(run.manifest, "config")
-    method = {k: v for k, v in _dict(run.manifest, "method").items() if k != "name"}
+    m = run.manifest
+    config = _dict(m, "config")
+    method = {k: v for k, v in _dict(m, "method").items() if k != "name"}
     html = _table(["setting", "value"], sorted(config.items())) if config else _note("the manifest has no config")
     if method:
         html += "\n<h3>Method details</h3>\n" + _table(["", ""], sorted(method.items()))
-    return "settings", "Settings", html
+    run_facts = [
+        ("created", m.get("created")),
+        ("git", _get(m, "environment", "git") or "not a git checkout"),
+        ("python", f"{_get(m, 'environment', 'python', default='?')} on {_get(m, 'environment', 'platform', default='?')}"),
+    ]
+    html += "\n<h3>Run</h3>\n" + _table(["", ""], [(k, v if v is not None else "") for k, v in run_facts])
+    versions = _get(m, "environment", "packages", default={}) or {}
+    if isinstance(versions, dict) and versions:
+        html += "\n<h3>Versions</h3>\n" + _table(["package", "version"], sorted(versions.items()))
+    return "settings", "Versions and settings", html

@@ -145,3 +145,26 @@ def composition_bars(groups: Sequence[str], sizes: Sequence[int], selected: Sequ
     ax.set_ylabel("rows")
     _legend_above(ax)
     return _png(fig)
+
+
+def embedding_map(xy: np.ndarray, clusters: np.ndarray | None, selected: np.ndarray) -> bytes:
+    """Rows as points on a 2-D projection: coloured by cluster (grey without clusters), the
+    selected rows ringed in black."""
+    xy = np.asarray(xy, dtype=float)
+    selected = np.asarray(selected, dtype=bool)
+    fig = _figure(width=7.0, height=5.0, bottom=0.1, top=0.95)
+    ax = fig.add_subplot()
+    size = 14.0 if len(xy) <= 2000 else 4.0
+    if clusters is not None:
+        labels = np.nan_to_num(np.asarray(clusters, dtype=float), nan=-1).astype(int)
+        ax.scatter(xy[:, 0], xy[:, 1], c=labels % 20, cmap="tab20", vmin=0, vmax=19, s=size, linewidths=0, alpha=0.8)
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], color=OTHER, s=size, linewidths=0, alpha=0.6)
+    ax.scatter(xy[selected, 0], xy[selected, 1], facecolors="none", edgecolors="black", s=size * 2.5,
+               linewidths=0.8, label=f"selected (n={int(selected.sum())})")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, loc="best", frameon=True)
+    return _png(fig)

@@ -43,6 +43,7 @@ def run(ctx: MethodContext) -> MethodResult:
         device=ctx.option("device"),
         batch_size=int(ctx.option("embed_batch_size", 64)),
         progress=progress,
+        include_system=bool(ctx.option("embed_system", False)),
     )
     embed_seconds = time.perf_counter() - clock
     res = dq.dq_select(

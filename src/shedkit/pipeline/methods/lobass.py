@@ -50,6 +50,7 @@ from shedkit.selectors.learnability import guard_masks, parse_quota, select_lear
 from shedkit.util.defaults import DEFAULT_MODEL
 
 SCORE_OPTIONS = {"max_length": "max_length", "precision": "precision", "template": "template",
+                 "train_on": "train_on", "chat_template": "chat_template",
                  "score_batch_size": "batch_size", "max_batch_tokens": "max_batch_tokens"}
 
 
