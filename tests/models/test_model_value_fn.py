@@ -59,6 +59,6 @@ def test_subset_score_is_picklable_and_keyed_by_id(rows):
     clone = pickle.loads(pickle.dumps(fn))
     ids = [rows[2].id, rows[0].id]
     assert clone(ids) == fn(list(reversed(ids))) == finetune_and_score("tiny-random", [rows[0], rows[2]], rows[6:], TC, OBJ, 0)
-    assert fn.settings_hash() == config_hash("tiny-random", TC, OBJ, rows[6:], 0)
+    assert fn.settings_hash == config_hash("tiny-random", TC, OBJ, rows[6:], 0)  # a property, as ScoreFunction's
     with pytest.raises(Exception, match="not in the pool"):
         fn(["nope"])

@@ -9,7 +9,8 @@ Options read from ``ctx.options`` (None means the default):
 ``embedder`` ("all-MiniLM-L6-v2"), ``device`` (best available), ``clusters`` (round(sqrt(N))),
 ``cluster_backend`` ("auto"), ``kmeans_iters`` (50), ``embed_batch_size`` (64),
 ``temperature`` (QWCS τ; default from the values' spread), ``values`` (CSV path),
-``progress`` (True).
+``progress`` (True), ``cluster_seed`` (k-means; default the run's seed: ``--cluster-seed``
+lets a new ``--seed`` sample anew from the same clusters).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.selectors.samplers import default_temperature, qocs_sample, qwcs_sample, read_cluster_values
 
 SAMPLERS = ("qocs", "qwcs")
+
+
+def cluster_seed(ctx: MethodContext) -> int:
+    """The k-means seed: ``--cluster-seed``, else ``--seed``."""
+    given = ctx.option("cluster_seed")
+    return int(ctx.seed if given is None else given)
 
 
 def clustering_for(ctx: MethodContext, progress: bool | None = None) -> ClusteringResult:
@@ -43,7 +50,7 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
         "embedder": embedder.identity,
         "clusters": ctx.option("clusters"),
         "backend": resolve_backend(ctx.option("cluster_backend", "auto")),
-        "seed": int(ctx.seed),
+        "seed": cluster_seed(ctx),
         "max_iter": int(ctx.option("kmeans_iters", 50)),
     }
     ids = [r.id for r in ctx.records]
