@@ -242,5 +242,15 @@ def test_killed_reference_fine_tune_resumes_and_the_manifest_says_where(tmp_path
     assert ref["source"] == "trained" and ref["resumed_from_step"] == 3
     assert ref["train_stats"]["resumed_from_step"] == 3
     assert not list((tmp_path / "c" / "references").glob("*.checkpoints"))  # removed once saved
+    from shedkit.models import load_model
+    from shedkit.models.encode import encode_record
+
+    trunc = json.loads((tmp_path / "a" / "manifest.json").read_text())["method"]["truncation"]
+    _, tok = load_model("tiny-random")
+    lengths = [len(encode_record(tok, r, 10**9)) for r in shedkit.load_pool(pool).records]
+    expected = {"rows": 30, "truncated_rows": sum(n > 64 for n in lengths),
+                "dropped_tokens": sum(n - 64 for n in lengths if n > 64), "max_length": 64}
+    assert trunc["base_losses"] == trunc["ref_losses"] == trunc["reference_fine_tune"] == expected
+    assert expected["truncated_rows"] > 0
     a, b = read(tmp_path / "a")[0], read(tmp_path / "whole")[0]
     assert [r["loss_ref"] for r in a] == [r["loss_ref"] for r in b] and a[0]["loss_ref"]

@@ -48,6 +48,9 @@ def test_new_seed_with_pinned_cluster_and_value_seeds_samples_anew_and_fine_tune
 def test_valuation_stage_has_a_marker_and_is_reused_from_the_run_directory(tmp_path, data):
     out = tmp_path / "run"
     shedkit.select(data["pool"], seed=0, out=out, target=[data["target_dev"]], cache_dir=tmp_path / "c1", **SETTINGS)
+    trunc = _method(out)["truncation"]  # per stage, in the manifest
+    assert trunc["value_dev"]["rows"] == 8 and trunc["value_fine_tunes"]["rows"] == 5
+    assert trunc["value_dev"]["max_length"] == 1024 and trunc["value_fine_tunes"]["max_length"] == 64
     marker = json.loads((out / "work" / "valuation.done.json").read_text())
     assert marker["seed"] == 0 and marker["estimator"] == "shed" and len(marker["players"]) == 5
     # an empty v(S) cache, the same run directory: the finished stage is loaded, nothing recomputed

@@ -106,6 +106,7 @@ def run(ctx: MethodContext) -> MethodResult:
             "ref": {"computed": len(ref.ids) - ref.cached, "cached": ref.cached, "model_id": ref_id},
         },
         "score_config": score_config.to_dict(),
+        "truncation": lobass_truncation(tokenizer, ctx.records, train_config, score_config, ref_info),
         "guards": {"easy_quantile": float(ctx.option("easy_quantile", 0.0)),
                    "hard_quantile": float(ctx.option("hard_quantile", 0.0))},
         "selection": sel.info(),
@@ -113,6 +114,17 @@ def run(ctx: MethodContext) -> MethodResult:
     if groups is not None:
         info["quota"] = {"by": ctx.option("quota_by"), "shares": parse_quota(ctx.option("quota")) or "pool shares"}
     return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
+
+
+def lobass_truncation(tokenizer, records, train_config, score_config, ref_info) -> dict:
+    """Rows cut to ``max_length`` and tokens dropped, per stage (scoring and the reference fine-tune)."""
+    from shedkit.models.truncation import record_truncation
+
+    scored = record_truncation(tokenizer, records, score_config.max_length, score_config.template)
+    out = {"base_losses": scored, "ref_losses": dict(scored)}
+    if ref_info.get("source") != "user":
+        out["reference_fine_tune"] = record_truncation(tokenizer, records, train_config.max_length, train_config.template)
+    return out
 
 
 # -- settings ---------------------------------------------------------------------------

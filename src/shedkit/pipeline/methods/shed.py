@@ -51,6 +51,7 @@ def run(ctx: MethodContext) -> MethodResult:
         estimator=valuation_info(valuation),
         fine_tunes=utility_stats,
         value_settings=settings,
+        truncation=value_truncation(ctx, proxies, dev),
     )
     result.timings["value"] = seconds_value
     return result
@@ -175,6 +176,19 @@ def backend_options_for(ctx: MethodContext, backend_name: str, runtime: dict) ->
     elif gpus is not None:
         raise ShedkitError(f"--gpus-per-job is a Ray setting; it means nothing to --backend {backend_name}")
     return {k: v for k, v in options.items() if v is not None}
+
+
+def value_truncation(ctx: MethodContext, proxies, dev) -> dict:
+    """Rows cut to ``max_length`` in the value stage: the proxies as fine-tuned, the dev set as scored."""
+    from shedkit.models import Objective, TrainConfig
+    from shedkit.models.loading import shared_model
+    from shedkit.models.truncation import dev_truncation, record_truncation
+
+    train = TrainConfig(**{k: ctx.option(k) for k in ("max_length",) if ctx.option(k) is not None})
+    objective = Objective.of(ctx.option("objective", "auto")).resolve(dev)
+    _, tokenizer = shared_model(ctx.option("model", DEFAULT_MODEL), device="cpu")
+    return {"value_fine_tunes": record_truncation(tokenizer, proxies, train.max_length, train.template),
+            "value_dev": dev_truncation(tokenizer, dev, objective)}
 
 
 def valuation_info(valuation) -> dict:
