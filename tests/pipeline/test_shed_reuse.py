@@ -79,3 +79,21 @@ def test_a_user_error_keeps_finished_stages_and_earlier_outputs(tmp_path, data):
         shedkit.select(data["pool"], out=done, temperature=-1.0, **kw)
     after = {p.relative_to(done): p.read_bytes() for p in done.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_device_reaches_the_proxy_fine_tunes(tmp_path, data, capsys):
+    """--device pins every fine-tune: asked for CUDA on a machine without it, the jobs refuse
+    to run elsewhere (before, the flag stopped at the embedder and fine-tunes ran on the CPU)."""
+    import torch
+
+    from shedkit.cli.main import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the jobs would simply run there")
+    code = main(["select", str(data["pool"]), "--method", "shed-qocs", "--budget", "6", "--model", "tiny-random",
+                 "--embedder", "hashed-ngrams", "--clusters", "3", "--permutations", "1", "--precision", "fp32",
+                 "--target", str(data["target_dev"]), "--device", "cuda", "--out", str(tmp_path / "o"),
+                 "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and "keyed for device=cuda" in err and "Traceback" not in err
+    assert not list((tmp_path / "cache").glob("utility/*/*/*.json"))  # nothing cached under the CUDA key

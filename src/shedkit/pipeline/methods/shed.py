@@ -107,7 +107,7 @@ def value_proxies(ctx: MethodContext, proxies, dev):
     the same settings loads it instead of valuing again (each v(S) is also cached on its own,
     so an interrupted valuation resumes without repeating a finished fine-tune)."""
     from shedkit.data.containers import atomic_write_json
-    from shedkit.models import SubsetScore, TrainConfig
+    from shedkit.models import Objective, ScoreConfig, SubsetScore, TrainConfig
     from shedkit.value import CachedUtility, build_stopping_rule, estimate_values
 
     train = {k: ctx.option(k) for k in TRAIN_OPTIONS if ctx.option(k) is not None}
@@ -118,8 +118,10 @@ def value_proxies(ctx: MethodContext, proxies, dev):
     train_config = TrainConfig(**train)
     model = ctx.option("model", DEFAULT_MODEL)
     seed = value_seed(ctx)
-    score = SubsetScore(model, proxies, dev, train_config, ctx.option("objective", "auto"), seed=seed,
-                        device=ctx.option("device"))
+    objective = Objective(ctx.option("objective", "auto"))
+    if ctx.option("precision") is not None:  # --precision sets the dev scoring's precision too
+        objective = Objective(objective.name, score=ScoreConfig(precision=ctx.option("precision")))
+    score = SubsetScore(model, proxies, dev, train_config, objective, seed=seed, device=ctx.option("device"))
     settings_hash = score.settings_hash
     utility = CachedUtility(score, ctx.cache_dir / "utility", settings_hash, players=[p.id for p in proxies])
     stop = build_stopping_rule(
