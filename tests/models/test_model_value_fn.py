@@ -59,6 +59,42 @@ def test_subset_score_is_picklable_and_keyed_by_id(rows):
     clone = pickle.loads(pickle.dumps(fn))
     ids = [rows[2].id, rows[0].id]
     assert clone(ids) == fn(list(reversed(ids))) == finetune_and_score("tiny-random", [rows[0], rows[2]], rows[6:], TC, OBJ, 0)
-    assert fn.settings_hash() == config_hash("tiny-random", TC, OBJ, rows[6:], 0)
+    assert fn.settings_hash == config_hash("tiny-random", TC, OBJ, rows[6:], 0)  # a property, as ScoreFunction's
     with pytest.raises(Exception, match="not in the pool"):
         fn(["nope"])
+
+
+def test_cache_key_ignores_batch_sizes_which_do_not_change_scores(rows):
+    """Scoring batch sizes group rows into forward passes only: same key, same score."""
+    dev = rows[6:]
+    small = Objective("loss", score=ScoreConfig(precision="fp32", batch_size=1, max_batch_tokens=64))
+    big = Objective("loss", score=ScoreConfig(precision="fp32", batch_size=32, max_batch_tokens=100_000))
+    assert config_hash("tiny-random", TC, small, dev, 0) == config_hash("tiny-random", TC, big, dev, 0)
+    a = finetune_and_score("tiny-random", rows[:3], dev, TC, small, 0)
+    b = finetune_and_score("tiny-random", rows[:3], dev, TC, big, 0)
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_cache_key_names_library_versions_and_the_hub_revision(rows, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from shedkit.models import config as config_mod
+
+    dev = rows[6:]
+    h = config_hash("tiny-random", TC, OBJ, dev, 0)
+    for lib in ("torch", "transformers", "peft"):
+        real = config_mod.library_versions()
+        monkeypatch.setattr(config_mod, "library_versions", lambda lib=lib, real=real: {**real, lib: "0.0.1"})
+        assert config_hash("tiny-random", TC, OBJ, dev, 0) != h, lib
+        monkeypatch.undo()
+    assert config_hash("tiny-random", TC, OBJ, dev, 0) == h
+    # a hub model is keyed by the commit its id resolves to in the local HF cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ref = tmp_path / "models--org--model" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("a" * 40)
+    first = config_hash("org/model", TC, OBJ, dev, 0)
+    assert config_mod.hub_revision("org/model") == "a" * 40
+    ref.write_text("b" * 40)
+    assert config_hash("org/model", TC, OBJ, dev, 0) != first

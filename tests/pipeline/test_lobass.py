@@ -216,3 +216,41 @@ def test_losses_are_shared_with_shedkit_score_and_resume_per_row(tmp_path, pool)
     scored = list(csv.DictReader(open(tmp_path / "scored" / "scores.csv")))
     scores, _ = read(tmp_path / "o")
     assert [r["loss"] for r in scored] == [r["loss_base"] for r in scores[:10]]
+
+
+def test_killed_reference_fine_tune_resumes_and_the_manifest_says_where(tmp_path, pool, monkeypatch):
+    """A run killed mid-reference resumes from its last checkpoint and scores exactly as an
+    uninterrupted run (bitwise: same machine, fp32, restored optimiser and RNG state)."""
+    from shedkit.models import finetune as ft
+
+    kw = dict(method="lobass", budget=6, epochs=2, batch_size=4, checkpoint_every=3, **SETTINGS)
+    shedkit.select(pool, out=tmp_path / "whole", cache_dir=tmp_path / "c-whole", **kw)
+    real = ft.finetune
+
+    def killed(*args, **kwargs):
+        def on_step(n):
+            if n == 5:
+                raise KeyboardInterrupt
+        return real(*args, on_step=on_step, **kwargs)
+
+    monkeypatch.setattr(ft, "finetune", killed)
+    with pytest.raises(KeyboardInterrupt):
+        shedkit.select(pool, out=tmp_path / "a", cache_dir=tmp_path / "c", **kw)
+    monkeypatch.setattr(ft, "finetune", real)
+    shedkit.select(pool, out=tmp_path / "a", cache_dir=tmp_path / "c", **kw)
+    ref = json.loads((tmp_path / "a" / "manifest.json").read_text())["method"]["reference"]
+    assert ref["source"] == "trained" and ref["resumed_from_step"] == 3
+    assert ref["train_stats"]["resumed_from_step"] == 3
+    assert not list((tmp_path / "c" / "references").glob("*.checkpoints"))  # removed once saved
+    from shedkit.models import load_model
+    from shedkit.models.encode import encode_record
+
+    trunc = json.loads((tmp_path / "a" / "manifest.json").read_text())["method"]["truncation"]
+    _, tok = load_model("tiny-random")
+    lengths = [len(encode_record(tok, r, 10**9)) for r in shedkit.load_pool(pool).records]
+    expected = {"rows": 30, "truncated_rows": sum(n > 64 for n in lengths),
+                "dropped_tokens": sum(n - 64 for n in lengths if n > 64), "max_length": 64}
+    assert trunc["base_losses"] == trunc["ref_losses"] == trunc["reference_fine_tune"] == expected
+    assert expected["truncated_rows"] > 0
+    a, b = read(tmp_path / "a")[0], read(tmp_path / "whole")[0]
+    assert [r["loss_ref"] for r in a] == [r["loss_ref"] for r in b] and a[0]["loss_ref"]

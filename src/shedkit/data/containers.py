@@ -23,6 +23,8 @@ from shedkit.util.atomic import (  # noqa: F401 - re-exported: older imports rea
 )
 
 CONTAINERS = ("jsonl", "json", "parquet", "csv", "hf")
+TOO_DEEP = "JSON nested too deeply to read (thousands of levels of arrays or objects)"
+CSV_FIELD_LIMIT = 2**31 - 1
 
 
 @dataclass
@@ -97,7 +99,7 @@ def _looks_like_jsonl(text: str) -> bool:
     try:
         json.loads(first)
         return True
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
@@ -116,6 +118,8 @@ def _read_jsonl(path: Path, text: str) -> RawTable:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=lineno) from None
+        except RecursionError:
+            raise InputError(path, TOO_DEEP, line=lineno) from None
         rows.append(_as_row(path, value, line=lineno))
         lines.append(lineno)
         raw.append(line if line.endswith("\n") else line + "\n")
@@ -131,6 +135,8 @@ def _read_json(path: Path, text: str) -> RawTable:
             json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+        except RecursionError:
+            raise InputError(path, TOO_DEEP, line=1) from None
         raise InputError(path, "expected a JSON array of objects (or JSON Lines)", line=1)
     rows, lines, raw = [], [], []
     head_end = pos + 1
@@ -142,11 +148,15 @@ def _read_json(path: Path, text: str) -> RawTable:
     else:
         while True:
             start = pos
+            lineno = text.count("\n", 0, start) + 1
             try:
                 value, end = decoder.raw_decode(text, start)
             except json.JSONDecodeError as exc:
-                raise InputError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-            lineno = text.count("\n", 0, start) + 1
+                where = "" if exc.lineno == lineno else f" at line {exc.lineno}, column {exc.colno}"
+                raise InputError(path, f"invalid JSON in the array element starting here: {exc.msg}{where}",
+                                 line=lineno) from None
+            except RecursionError:
+                raise InputError(path, TOO_DEEP, line=lineno) from None
             rows.append(_as_row(path, value, line=lineno))
             lines.append(lineno)
             raw.append(text[start:end])
@@ -183,6 +193,15 @@ def _skip_ws(text: str, pos: int) -> int:
 
 
 def _read_csv(path: Path, text: str) -> RawTable:
+    # a long response is a valid field: lift csv's 128 KiB field limit while reading
+    previous = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        return _read_csv_rows(path, text)
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_csv_rows(path: Path, text: str) -> RawTable:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     lines = _split_lines(text)
     reader = csv.reader(lines, delimiter=delimiter)
@@ -190,6 +209,8 @@ def _read_csv(path: Path, text: str) -> RawTable:
         header = next(reader)
     except StopIteration:
         raise InputError(path, "empty CSV file (no header)", line=1) from None
+    except csv.Error as exc:
+        raise InputError(path, f"malformed CSV header: {exc}", line=reader.line_num or 1) from None
     head = "".join(lines[: reader.line_num])
     if len(set(header)) != len(header):
         raise InputError(path, f"duplicate column names in the header: {header}", line=1)

@@ -50,13 +50,6 @@ def resolve_device(device: str | None) -> str:
 
     Imports torch: call only from embedders that need it.
     """
-    if device not in (None, "auto"):
-        return str(device)
-    import torch
+    from shedkit.models.device import device_name  # one rule for embeddings and models
 
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    return device_name(device)

@@ -8,7 +8,7 @@ from shedkit.execute.backends import (
     SequentialBackend,
     get_backend,
 )
-from shedkit.execute.jobs import Job, JobOutcome, ScoreJobRunner, canonical_json, hash_settings
+from shedkit.execute.jobs import Job, JobOutcome, ScoreJobRunner, WorkerMismatchError, canonical_json, hash_settings
 
 __all__ = [
     "BACKENDS",
@@ -19,6 +19,7 @@ __all__ = [
     "RayBackend",
     "ScoreJobRunner",
     "SequentialBackend",
+    "WorkerMismatchError",
     "canonical_json",
     "get_backend",
     "hash_settings",

@@ -58,19 +58,49 @@ class SequentialBackend(Backend):
             yield i, fn(item)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS says, else the count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
+def _limit_threads(threads: int) -> None:
+    """Process-pool initializer: cap BLAS/OpenMP and torch threads in this worker."""
+    import sys
+
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:  # already imported (spawn re-imports the main module): set it directly
+        sys.modules["torch"].set_num_threads(threads)
+    # otherwise torch reads OMP_NUM_THREADS when a job first imports it
+
+
 class ProcessPoolBackend(Backend):
     """A local pool of ``workers`` processes started with the *spawn* method.
 
     Spawn (not fork) so that workers start clean: no copied locks, no half-initialised CUDA or
     thread pools from the parent. The pool is created on first use and reused until ``close()``.
+
+    Each worker gets ``threads_per_worker`` torch/OpenMP threads, by default the cores divided
+    among the workers (at least 1), so that workers x threads never exceeds the cores: torch
+    alone would start one thread per core in every worker and oversubscribe the CPU.
     """
 
     name = "process"
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, threads_per_worker: int | None = None):
         if workers is not None and workers < 1:
             raise ShedkitError(f"--workers must be at least 1, got {workers}")
-        self.workers = workers or os.cpu_count() or 1
+        if threads_per_worker is not None and threads_per_worker < 1:
+            raise ShedkitError(f"threads per worker must be at least 1, got {threads_per_worker}")
+        cores = usable_cores()
+        self.workers = workers or cores
+        self.threads_per_worker = threads_per_worker or max(1, cores // self.workers)
         self._pool = None
 
     @property
@@ -83,7 +113,8 @@ class ProcessPoolBackend(Backend):
             from concurrent.futures import ProcessPoolExecutor
 
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_limit_threads, initargs=(self.threads_per_worker,),
             )
         return self._pool
 
@@ -108,6 +139,26 @@ class ProcessPoolBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+class RayConnectionError(ShedkitError):
+    """Ray could not start or join a cluster: one message with what to do about it."""
+
+    def __init__(self, address: str | None, exc: BaseException):
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        if "auth" in f"{type(exc).__name__} {exc}".lower() or "token" in str(exc).lower():
+            fix = ("the cluster uses Ray's token authentication: give this machine the cluster's token, "
+                   "`export RAY_AUTH_TOKEN=<token>` (print it on the head node with `ray get-auth-token`) "
+                   "or RAY_AUTH_TOKEN_PATH=<file>, and RAY_AUTH_MODE=token; or start the cluster with "
+                   "RAY_AUTH_MODE=disabled")
+        elif address:
+            fix = ("check that the head node runs (`ray status --address ADDRESS` on it) and that the address "
+                   "is the one `ray start --head` printed (host:port of the GCS, e.g. 127.0.0.1:6379, "
+                   "or ray://host:10001 for Ray Client); the Ray versions of both ends must match")
+        else:
+            fix = "see the Ray log under /tmp/ray/session_latest/logs, or use --backend process"
+        super().__init__(f"cannot connect to {where} ({text[:300]}); {fix}")
 
 
 def _ray_call(fn, item):
@@ -152,7 +203,10 @@ class RayBackend(Backend):
                     kwargs["address"] = self.address
                 if self.runtime_env:
                     kwargs["runtime_env"] = self.runtime_env
-                ray.init(**kwargs)
+                try:
+                    ray.init(**kwargs)
+                except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "cannot connect"
+                    raise RayConnectionError(self.address, exc) from None
                 self._started_here = True
             self._task = ray.remote(_ray_call).options(
                 num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job, max_retries=0

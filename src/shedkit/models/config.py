@@ -7,6 +7,7 @@ fields as flags without repeating the documentation.
 
 from __future__ import annotations
 
+from pathlib import Path
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
@@ -134,6 +135,62 @@ class ScoreConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _encode_dict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that change a score, for cache keys: batch sizes only group rows into
+        forward passes (length-sorted, padding masked), so they are left out."""
+        return {k: v for k, v in asdict(self).items() if k not in SCORE_LAYOUT_FIELDS}
+
+
+# ScoreConfig fields that change how rows are batched, never a number: not in cache keys.
+SCORE_LAYOUT_FIELDS = ("batch_size", "max_batch_tokens")
+
+# Libraries whose version can change a fine-tune or a score (kernels, initialisation, peft's
+# LoRA layers): every v(S) cache key names them.
+KEYED_LIBRARIES = ("torch", "transformers", "peft")
+
+
+def library_versions() -> dict[str, str | None]:
+    """``{torch, transformers, peft}`` -> installed version (None when absent); no imports."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in KEYED_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def hub_revision(model_id: str, revision: str | None = None) -> str | None:
+    """The commit a hub model id resolves to in the local Hugging Face cache (what an offline or
+    online load of ``model_id`` at ``revision`` (default "main") reads), or None when it is not
+    cached. A ``revision`` that already is a 40-hex commit is returned as is."""
+    import re
+
+    revision = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return None
+    ref = Path(HF_HUB_CACHE) / ("models--" + model_id.replace("/", "--")) / "refs" / revision
+    try:
+        return ref.read_text().strip() or None
+    except OSError:
+        pass
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        return None
+    try:  # not downloaded yet: ask the hub which commit a load will fetch
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(model_id, revision=revision, timeout=10).sha
+    except Exception:  # noqa: BLE001 - no network, no such repo: the load itself will say why
+        return None
 
 
 def field_help(cls: type) -> list[tuple[str, Any, str]]:

@@ -18,10 +18,53 @@ from shedkit.errors import ShedkitError
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` -> CUDA when present, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """The one rule for every model layer (embeddings, fine-tunes, scoring):
+    ``None``/"auto" -> CUDA when present, else MPS (Apple GPUs) when present, else CPU; an
+    explicit device that this machine lacks ("cuda" without a CUDA GPU) is an error."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ShedkitError(f"unknown device {device!r} (use cpu, cuda, cuda:N, mps or auto)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ShedkitError(f"device {device!r} was asked for, but this machine has no CUDA GPU that torch can use")
+    if dev.type == "mps" and not mps_available():
+        raise ShedkitError(f"device {device!r} was asked for, but MPS is not available here")
+    return dev
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def device_available(device: str | torch.device) -> bool:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    if dev.type == "mps":
+        return mps_available()
+    return True
+
+
+def pin_device(device: str | torch.device | None = None) -> str:
+    """What a job is pinned to: None/"auto" resolved on this machine; an explicit device kept
+    as given (normalised), even when this machine lacks it (a Ray driver without a GPU may
+    send jobs to GPU workers; those workers check that they have it)."""
+    if device is None or str(device) == "auto":
+        return device_name(device)
+    try:
+        return str(torch.device(device))
+    except (RuntimeError, TypeError) as exc:
+        raise ShedkitError(f"unknown device {device!r} (use cpu, cuda, cuda:N, mps or auto)") from exc
+
+
+def device_name(device: str | torch.device | None = None) -> str:
+    """The resolved device as a string ("cpu", "cuda", "cuda:1", "mps"): what a job pins."""
+    return str(resolve_device(device))
 
 
 @lru_cache(maxsize=None)

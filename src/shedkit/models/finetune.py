@@ -50,6 +50,8 @@ class TrainStats:
     seconds: float = 0.0
     precision: str = "fp32"
     trainable_params: int = 0
+    resumed_from_step: int = 0  # 0: trained from the start; n: resumed from a checkpoint after step n
+    checkpoints: int = 0  # checkpoints written by this run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,9 +117,25 @@ def _attach_lora(model, config: TrainConfig):
         return get_peft_model(model, lora)
 
 
-def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainConfig, seed: int, progress: bool):
-    """Train ``model`` (LoRA: wrap it; full: unfreeze it) and return ``(model, stats)``."""
-    from shedkit.util.progress import track
+def run_fingerprint(records: Sequence[Record], config: TrainConfig, seed: int) -> str:
+    """What a fine-tune's checkpoints belong to: the rows (ids, in order), config and seed."""
+    from shedkit.models.config import MODEL_LAYER_VERSION, stable_hash
+
+    return stable_hash({"rows": [r.id for r in records], "train": config.to_dict(), "seed": int(seed),
+                        "version": MODEL_LAYER_VERSION})
+
+
+def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainConfig, seed: int, progress: bool,
+                    checkpoint=None, on_step=None):
+    """Train ``model`` (LoRA: wrap it; full: unfreeze it) and return ``(model, stats)``.
+
+    checkpoint -- a ``CheckpointSpec``: resume from its latest checkpoint of this same run, and
+                  write one every ``checkpoint.every`` optimiser steps
+    on_step    -- called with the number of finished steps after each step (tests stop a run there)
+    """
+    from shedkit.util.progress import progress_bar
+
+    from shedkit.models.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     stats = TrainStats(skipped=[r.id for r in records if has_empty_response(r)])
     rows = [r for r in records if not has_empty_response(r)]
@@ -142,25 +160,41 @@ def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainCo
         stats.trainable_params = sum(p.numel() for p in params)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=False)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, len(steps)))
+        done = 0
+        saved = latest_checkpoint(checkpoint) if checkpoint is not None else None
+        if saved is not None:
+            done, extra = load_checkpoint(saved, model, opt, sched)
+            stats.resumed_from_step = done
+            stats.step_losses = [float(x) for x in extra.get("step_losses", [])]
+            stats.tokens = int(extra.get("tokens", 0))
         model.train()
         try:
-            for step in track(steps, "fine-tuning", enabled=progress):
-                n_tok = sum(encoded[i].n_targets for mb in step for i in mb)
-                total = 0.0
-                for mb in step:
-                    batch = collate([encoded[i] for i in mb], pad, device)
-                    with autocast(config.precision, device):
-                        logits = target_logits(model, batch)
-                    nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
-                    (nll / n_tok).backward()
-                    total += float(nll.detach())
-                if config.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                stats.step_losses.append(total / n_tok)
-                stats.tokens += n_tok
+            with progress_bar(len(steps), "fine-tuning", enabled=progress, transient=True) as advance:
+                advance(done)
+                for number, step in enumerate(steps[done:], start=done + 1):
+                    n_tok = sum(encoded[i].n_targets for mb in step for i in mb)
+                    total = 0.0
+                    for mb in step:
+                        batch = collate([encoded[i] for i in mb], pad, device)
+                        with autocast(config.precision, device):
+                            logits = target_logits(model, batch)
+                        nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
+                        (nll / n_tok).backward()
+                        total += float(nll.detach())
+                    if config.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    stats.step_losses.append(total / n_tok)
+                    stats.tokens += n_tok
+                    advance(1)
+                    if checkpoint is not None and checkpoint.every > 0 and number % checkpoint.every == 0 and number < len(steps):
+                        save_checkpoint(checkpoint, number, model, opt, sched,
+                                        {"step_losses": list(stats.step_losses), "tokens": int(stats.tokens)})
+                        stats.checkpoints += 1
+                    if on_step is not None:
+                        on_step(number)
         finally:
             model.eval()
     for p in params:
@@ -181,11 +215,19 @@ def finetune(
     *,
     device=None,
     progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    on_step=None,
 ) -> FineTuneResult:
     """Fine-tune a new model on ``records``; the base is never modified.
 
     model -- a spec (alias, path, hub id: loaded afresh) or an in-memory model (deep-copied);
              ``tokenizer`` is required with an in-memory model.
+    checkpoint_dir, checkpoint_every -- write a checkpoint (trainable weights as safetensors,
+             optimiser/scheduler/RNG state) every N optimiser steps, atomically; a run given the
+             same directory, rows, config and seed resumes from the latest one and ends with the
+             same weights as an uninterrupted run (``stats.resumed_from_step`` says where).
+             The caller removes the directory once the result is saved.
     """
     config = config or TrainConfig()
     spec = None
@@ -199,7 +241,14 @@ def finetune(
         if tokenizer is None:
             raise ShedkitError("finetune(model, tokenizer, ...): a tokenizer is required with an in-memory model")
         model = copy.deepcopy(model)
-    trained, stats = _train_in_place(model, tokenizer, records, config, seed, progress)
+    spec_ckpt = None
+    if checkpoint_dir is not None:
+        from shedkit.models.checkpoint import CheckpointSpec
+
+        if checkpoint_every < 0:
+            raise ShedkitError(f"checkpoint_every must be >= 0, not {checkpoint_every}")
+        spec_ckpt = CheckpointSpec(Path(checkpoint_dir), int(checkpoint_every), run_fingerprint(records, config, seed))
+    trained, stats = _train_in_place(model, tokenizer, records, config, seed, progress, spec_ckpt, on_step)
     return FineTuneResult(trained, tokenizer, config, seed, stats, base_model=spec)
 
 

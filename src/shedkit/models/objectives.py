@@ -164,15 +164,28 @@ def mc_context(query: str, query_suffix: str = "auto") -> str:
     return query
 
 
+def lm_eval_pair(context: str, continuation: str) -> tuple[str, str]:
+    """The (context, continuation) lm-evaluation-harness scores: every trailing whitespace
+    character of the context (newlines too: ``context.rstrip()``) moves to the continuation."""
+    n = len(context) - len(context.rstrip())
+    if n:
+        return context[:-n], context[-n:] + continuation
+    return context, continuation
+
+
 def mc_loglikelihoods(model, tokenizer, items: Sequence[MCItem], config: ScoreConfig | None = None,
                       query_suffix: str = "auto", progress: bool = False) -> list[np.ndarray]:
-    """Per item, the log-likelihood of each choice (sum over its tokens) after the context."""
+    """Per item, the log-likelihood of each choice (sum over its tokens) after the context.
+
+    As lm-evaluation-harness's HF model: the pair is split by ``lm_eval_pair``; a pair longer
+    than ``max_length`` keeps its last ``max_length + 1`` tokens, of which the model reads all
+    but the last (the last is only predicted), so the model sees ``max_length`` tokens."""
     config = config or ScoreConfig()
     seqs, owner = [], []
     for i, item in enumerate(items):
-        context = mc_context(item.query, query_suffix)
         for choice in item.choices:
-            seqs.append(encode_continuation(tokenizer, context, " " + choice, config.max_length))
+            context, continuation = lm_eval_pair(mc_context(item.query, query_suffix), " " + choice)
+            seqs.append(encode_continuation(tokenizer, context, continuation, config.max_length + 1))
             owner.append(i)
     lps = token_logprobs(model, seqs, pad_id=pad_id_of(tokenizer), batch_size=config.batch_size,
                          max_batch_tokens=config.max_batch_tokens, precision=config.precision,

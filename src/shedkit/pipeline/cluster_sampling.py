@@ -28,6 +28,12 @@ from shedkit.util.defaults import DEFAULT_EMBEDDER
 SAMPLERS = ("qocs", "qwcs")
 
 
+def cluster_seed(ctx: MethodContext) -> int:
+    """The k-means seed: ``--cluster-seed``, else ``--seed``."""
+    given = ctx.option("cluster_seed")
+    return int(ctx.seed if given is None else given)
+
+
 def clustering_for(ctx: MethodContext, progress: bool | None = None) -> ClusteringResult:
     """Embed + k-means + proxies for ``ctx.records``, saved under ``run_dir/work/clusters``.
 
@@ -44,7 +50,7 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
         "embedder": embedder.identity,
         "clusters": ctx.option("clusters"),
         "backend": resolve_backend(ctx.option("cluster_backend", "auto")),
-        "seed": int(ctx.seed),
+        "seed": cluster_seed(ctx),
         "max_iter": int(ctx.option("kmeans_iters", 50)),
         "embed_system": bool(ctx.option("embed_system", False)),  # system prompts in the embedded text
     }

@@ -76,6 +76,7 @@ class ClusteringOptions(EmbeddingOptions):
     clusters: Optional[int] = opt("Number of k-means clusters (default about sqrt(N)).", flags=("--clusters", "-k"))
     cluster_backend: Optional[str] = opt("k-means backend: auto (faiss if installed) | faiss | sklearn.")
     kmeans_iters: Optional[int] = opt("Lloyd iterations of k-means (default 50).")
+    cluster_seed: Optional[int] = opt("k-means seed (default --seed); with it fixed, a new --seed samples anew from the same clusters.")
 
 
 @dataclass
@@ -133,6 +134,7 @@ class ValuationOptions(TargetOptions):
     max_time: Optional[float] = opt("Stop valuation after this many seconds.")
     stderr_threshold: Optional[float] = opt("Stop when every value's standard error is below this.")
     rank_stability: Optional[float] = opt("Stop when the halves' Spearman reaches this.")
+    value_seed: Optional[int] = opt("Seed of the Shapley permutations and proxy fine-tunes (default --seed); with it and --cluster-seed set, a new --seed only samples anew.")
 
 
 @dataclass
@@ -142,6 +144,7 @@ class BackendOptions:
     backend: Optional[str] = opt("sequential | process | ray (default sequential).")
     workers: Optional[int] = opt("Worker processes for --backend process.")
     ray_address: Optional[str] = opt("Existing Ray cluster address (default: a local one).")
+    gpus_per_job: Optional[float] = opt("Ray: GPUs reserved per fine-tune job (default 1 when fine-tunes run on CUDA, else 0).")
 
 
 # -- building and checking ----------------------------------------------------------------------

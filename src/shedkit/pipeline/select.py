@@ -1,8 +1,8 @@
 """`shedkit select`: load the pool, run one method, write subset + scores + manifest + report.
 
 Nothing is written before the inputs are validated; every output is written atomically, and
-if the run fails with a user error, whatever this run created in the output directory is
-removed, so DIR is left absent or unchanged.
+if the run fails with a user error, the final outputs this run created are removed; what an
+earlier run made, and the finished stages under ``work/``, are kept for the next run.
 """
 
 from __future__ import annotations
@@ -228,7 +228,12 @@ def _write_embedding_map(sel: SelectionResult, method: str, options: Mapping[str
 
 
 class _cleanup_on_error:
-    """On a ShedkitError, remove what this run created under ``out_dir`` (absent or unchanged)."""
+    """On a ShedkitError, remove the final outputs this run created under ``out_dir`` and
+    nothing else: what existed before is never touched, and ``work/`` (finished stages, each
+    with its completion marker, which the next run reuses) is kept even when this run made it.
+    An output directory left empty is removed, so a run that failed early leaves no trace."""
+
+    KEEP = ("work",)
 
     def __init__(self, out_dir: Path | None):
         self.out_dir = out_dir
@@ -241,9 +246,16 @@ class _cleanup_on_error:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None or self.out_dir is None or not issubclass(exc_type, ShedkitError):
             return False
+        if not self.out_dir.exists():
+            return False
+        for entry in set(self.out_dir.iterdir()) - self.before:
+            if entry.name in self.KEEP:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         if not self.existed:
-            shutil.rmtree(self.out_dir, ignore_errors=True)
-        elif self.out_dir.exists():
-            for entry in set(self.out_dir.iterdir()) - self.before:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            work = self.out_dir / "work"
+            if work.is_dir() and not any(work.iterdir()):
+                work.rmdir()
+            if not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()
         return False

@@ -23,7 +23,10 @@ Options (None = default): ``model`` ("smollm2-135m"), ``reference`` (None: train
 shares), ``ifd`` (False: also write the base model's IFD), ``device``; training: every
 ``TrainConfig`` field by name (``epochs``, ``lr``, ``max_length``, ``precision``,
 ``batch_size``, ``lora_r``, ...; ``train_method`` for its ``method``); scoring:
-``max_length``, ``precision``, ``template`` and ``score_batch_size``, ``max_batch_tokens``.
+``max_length``, ``precision``, ``template`` and ``score_batch_size``, ``max_batch_tokens``;
+``checkpoint_every`` (50: the reference fine-tune checkpoints every 50 optimiser steps and a
+killed run resumes there, recorded as ``manifest["method"]["reference"]["resumed_from_step"]``;
+0 disables).
 
 scores.csv columns: ``loss_base``, ``loss_ref``, ``learnability``, ``excluded`` ("" or
 undefined / easy / hard / no-quota), ``group`` (with ``quota_by``), ``ifd`` (with ``ifd``).
@@ -49,6 +52,7 @@ from shedkit.pipeline.options import train_config_from as _train_config
 from shedkit.selectors.learnability import guard_masks, parse_quota, select_learnable
 from shedkit.util.defaults import DEFAULT_MODEL
 
+DEFAULT_CHECKPOINT_EVERY = 50  # optimiser steps between reference checkpoints (~4 min of SmolLM2 on 2 CPU cores)
 SCORE_OPTIONS = {"max_length": "max_length", "precision": "precision", "template": "template",
                  "train_on": "train_on", "chat_template": "chat_template",
                  "score_batch_size": "batch_size", "max_batch_tokens": "max_batch_tokens"}
@@ -63,6 +67,7 @@ class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOpt
     quota_by: Optional[str] = opt("LoBaSS: column of the original rows to apply quotas by.")
     quota: Optional[List[str]] = opt("LoBaSS: GROUP=SHARE (repeatable), e.g. alpaca=0.7.")
     ifd: Optional[bool] = opt("Also compute IFD (loss with / without the instruction) into scores.csv.", flags=("--ifd/--no-ifd",))
+    checkpoint_every: Optional[int] = opt("Checkpoint the reference fine-tune every N optimiser steps (default 50; 0 disables); a killed run resumes there.")
 
 
 def run(ctx: MethodContext) -> MethodResult:
@@ -116,6 +121,7 @@ def run(ctx: MethodContext) -> MethodResult:
             "ref": {"computed": len(ref.ids) - ref.cached, "cached": ref.cached, "model_id": ref_id},
         },
         "score_config": score_config.to_dict(),
+        "truncation": lobass_truncation(tokenizer, ctx.records, train_config, score_config, ref_info),
         "guards": {"easy_quantile": float(ctx.option("easy_quantile", 0.0)),
                    "hard_quantile": float(ctx.option("hard_quantile", 0.0))},
         "selection": sel.info(),
@@ -123,6 +129,17 @@ def run(ctx: MethodContext) -> MethodResult:
     if groups is not None:
         info["quota"] = {"by": ctx.option("quota_by"), "shares": parse_quota(ctx.option("quota")) or "pool shares"}
     return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
+
+
+def lobass_truncation(tokenizer, records, train_config, score_config, ref_info) -> dict:
+    """Rows cut to ``max_length`` and tokens dropped, per stage (scoring and the reference fine-tune)."""
+    from shedkit.models.truncation import record_truncation
+
+    scored = record_truncation(tokenizer, records, score_config.max_length, score_config.template)
+    out = {"base_losses": scored, "ref_losses": dict(scored)}
+    if ref_info.get("source") != "user":
+        out["reference_fine_tune"] = record_truncation(tokenizer, records, train_config.max_length, train_config.template)
+    return out
 
 
 # -- settings ---------------------------------------------------------------------------
@@ -212,12 +229,16 @@ def reference_model(ctx: MethodContext, model_spec: str, base_model, tokenizer, 
     source = "cached"
     stats = None
     if not _is_saved(out):
+        every = ctx.option("checkpoint_every")
         stats = train_reference(out, model_spec, base_model, tokenizer, ctx.records, train_config, ctx.seed,
-                                progress=bool(ctx.option("progress", True)))
+                                progress=bool(ctx.option("progress", True)),
+                                checkpoint_every=DEFAULT_CHECKPOINT_EVERY if every is None else int(every))
         source = "trained" if stats is not None else "cached"
     model, kind = load_reference(str(out), base_model, ctx.option("device"))
     info = {"source": source, "path": str(out), "key": key, "kind": kind, "train_config": train_config.to_dict(),
             **_recorded(out)}
+    if stats is not None:
+        info["resumed_from_step"] = stats.resumed_from_step
     return model, f"lobass-reference:{key}", info
 
 
@@ -231,20 +252,36 @@ def _is_saved(path: Path) -> bool:
     return (path / "shedkit_train.json").exists()
 
 
-def train_reference(out: Path, model_spec: str, base_model, tokenizer, records, train_config, seed: int, progress: bool = True):
-    """Fine-tune the base on ``records`` and save it at ``out``; the training stats, or None
-    when another process saved the same reference first."""
-    # from the submodule: once it is imported, ``shedkit.models.finetune`` names the module
-    from shedkit.models.finetune import finetune, save_finetuned
+def checkpoint_dir(out: Path) -> Path:
+    """Where the reference fine-tune keyed ``out`` keeps its checkpoints while it trains."""
+    return out.parent / f"{out.name}.checkpoints"
 
-    result = finetune(base_model, tokenizer, records, train_config, seed, progress=progress)
+
+def train_reference(out: Path, model_spec: str, base_model, tokenizer, records, train_config, seed: int,
+                    progress: bool = True, checkpoint_every: int = 0):
+    """Fine-tune the base on ``records`` and save it at ``out``; the training stats, or None
+    when another process saved the same reference first.
+
+    With ``checkpoint_every`` > 0 the fine-tune checkpoints every that many optimiser steps
+    next to ``out`` (``<key>.checkpoints``); a killed run resumes from the last checkpoint
+    (``stats.resumed_from_step``) and the checkpoints are removed once the reference is saved."""
+    import shutil
+
+    # from the submodule: once it is imported, ``shedkit.models.finetune`` names the module
+    from shedkit.models import finetune as ft
+
+    ckpt = checkpoint_dir(out) if checkpoint_every > 0 else None
+    result = ft.finetune(base_model, tokenizer, records, train_config, seed, progress=progress,
+                         checkpoint_dir=ckpt, checkpoint_every=checkpoint_every)
     result.base_model = model_spec  # so the saved directory names its base
     try:
-        save_finetuned(result, out)
+        ft.save_finetuned(result, out)
     except ShedkitError:
         if _is_saved(out):  # a concurrent run saved the same key first: same weights, keep it
             return None
         raise
+    if ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)
     return result.stats
 
 

@@ -50,8 +50,6 @@ def run(ctx: MethodContext) -> MethodResult:
     t0 = time.perf_counter()
     valuation, utility_stats, settings = value_proxies(ctx, proxies, dev)
     seconds_value = time.perf_counter() - t0
-    (ctx.run_dir / "work").mkdir(parents=True, exist_ok=True)
-    valuation.save(ctx.run_dir / "work" / "valuation.json")
     cluster_values = values_by_cluster(clustering, ctx.records, valuation.as_dict())
     result = sampling_result(ctx, clustering, cluster_values, sampler)
     stderr = dict(zip(valuation.players, valuation.stderr.tolist()))
@@ -64,6 +62,7 @@ def run(ctx: MethodContext) -> MethodResult:
         estimator=valuation_info(valuation),
         fine_tunes=utility_stats,
         value_settings=settings,
+        truncation=value_truncation(ctx, proxies, dev),
     )
     result.timings["value"] = seconds_value
     return result
@@ -87,15 +86,49 @@ def load_targets(targets) -> "object":
     )
 
 
+VALUATION = "valuation.json"
+VALUATION_DONE = "valuation.done.json"
+
+
+def value_seed(ctx: MethodContext) -> int:
+    """The seed of the Shapley permutations and the proxy fine-tunes (``--value-seed``, else ``--seed``)."""
+    given = ctx.option("value_seed")
+    return int(ctx.seed if given is None else given)
+
+
+def _load_finished_valuation(work, stage: dict):
+    """The valuation a previous run of this stage finished with the same settings, or None."""
+    import json
+
+    from shedkit.value.result import ValuationResult
+
+    try:
+        if json.loads((work / VALUATION_DONE).read_text()) != stage:
+            return None
+        return ValuationResult.load(work / VALUATION)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def value_proxies(ctx: MethodContext, proxies, dev):
-    """Shapley values of the proxies (keyed by record id) and the fine-tune counts."""
-    from shedkit.models import SubsetScore
+    """Shapley values of the proxies (keyed by record id) and the fine-tune counts.
+
+    The stage's result is ``work/valuation.json``, written the moment valuation ends, then its
+    completion marker ``work/valuation.done.json`` (the settings it was made with); a rerun with
+    the same settings loads it instead of valuing again (each v(S) is also cached on its own,
+    so an interrupted valuation resumes without repeating a finished fine-tune)."""
+    from shedkit.data.containers import atomic_write_json
+    from shedkit.models import Objective, ScoreConfig, SubsetScore
     from shedkit.value import CachedUtility, build_stopping_rule, estimate_values
 
     train_config = train_config_from(ctx)
     model = ctx.option("model", DEFAULT_MODEL)
-    score = SubsetScore(model, proxies, dev, train_config, ctx.option("objective", "auto"), seed=ctx.seed)
-    settings_hash = score.settings_hash()
+    seed = value_seed(ctx)
+    objective = Objective(ctx.option("objective", "auto"))
+    if ctx.option("precision") is not None:  # --precision sets the dev scoring's precision too
+        objective = Objective(objective.name, score=ScoreConfig(precision=ctx.option("precision")))
+    score = SubsetScore(model, proxies, dev, train_config, objective, seed=seed, device=ctx.option("device"))
+    settings_hash = score.settings_hash
     utility = CachedUtility(score, ctx.cache_dir / "utility", settings_hash, players=[p.id for p in proxies])
     stop = build_stopping_rule(
         permutations=ctx.option("permutations"), max_evals=ctx.option("max_evals"),
@@ -108,23 +141,62 @@ def value_proxies(ctx: MethodContext, proxies, dev):
         params = {"removal_k": int(ctx.option("removal_k", 1)), "group_credit": ctx.option("group_credit", "split")}
     elif estimator == "tmc" and ctx.option("tmc_rtol") is not None:
         params = {"rtol": float(ctx.option("tmc_rtol"))}
-    backend_options = {"workers": ctx.option("workers"), "address": ctx.option("ray_address")}
-    from shedkit.execute.backends import get_backend
-
     backend_name = ctx.option("backend", "sequential")
-    backend = get_backend(backend_name, **{k: v for k, v in backend_options.items()
-                                           if v is not None and not (k == "address" and backend_name != "ray")})
-    try:
-        valuation = estimate_values(utility, estimator, players=[p.id for p in proxies], backend=backend,
-                                    stop=stop, seed=ctx.seed, progress=True, **params)
-    finally:
-        backend.close()
+    backend_options = backend_options_for(ctx, backend_name, score.runtime)
     settings = {
         "model": model, "objective": score.objective.to_dict(), "dev": dev.source, "dev_rows": len(dev),
-        "train": train_config.to_dict(), "settings_hash": settings_hash, "backend": backend_name,
-        "stopping": str(stop),
+        "train": score.train_config.to_dict(), "settings_hash": settings_hash, "backend": backend_name,
+        "stopping": str(stop), "runtime": score.runtime, "value_seed": seed,
+        **({"gpus_per_job": backend_options["gpus_per_job"]} if "gpus_per_job" in backend_options else {}),
     }
+    stage = {"settings_hash": settings_hash, "estimator": estimator, "params": params, "stopping": str(stop),
+             "seed": seed, "players": sorted(p.id for p in proxies)}
+    work = ctx.run_dir / "work"
+    finished = _load_finished_valuation(work, stage)
+    if finished is not None:
+        return finished, {**utility.stats(), "stage": "loaded from " + str(work / VALUATION)}, settings
+    from shedkit.execute.backends import get_backend
+
+    backend = get_backend(backend_name, **backend_options)
+    try:
+        valuation = estimate_values(utility, estimator, players=[p.id for p in proxies], backend=backend,
+                                    stop=stop, seed=seed, progress=True, **params)
+    finally:
+        backend.close()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / VALUATION_DONE).unlink(missing_ok=True)
+    valuation.save(work / VALUATION)
+    atomic_write_json(work / VALUATION_DONE, stage)
     return valuation, utility.stats(), settings
+
+
+def backend_options_for(ctx: MethodContext, backend_name: str, runtime: dict) -> dict:
+    """Constructor options of the chosen backend from ``workers``, ``ray_address`` and
+    ``gpus_per_job``; Ray jobs pinned to CUDA get one GPU each unless told otherwise (with 0,
+    Ray hides the GPUs from its workers)."""
+    options = {"workers": ctx.option("workers")}
+    gpus = ctx.option("gpus_per_job")
+    if backend_name == "ray":
+        options["address"] = ctx.option("ray_address")
+        if gpus is None:
+            gpus = 1 if str(runtime.get("device", "")).startswith("cuda") else None
+        options["gpus_per_job"] = None if gpus is None else float(gpus)
+    elif gpus is not None:
+        raise ShedkitError(f"--gpus-per-job is a Ray setting; it means nothing to --backend {backend_name}")
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def value_truncation(ctx: MethodContext, proxies, dev) -> dict:
+    """Rows cut to ``max_length`` in the value stage: the proxies as fine-tuned, the dev set as scored."""
+    from shedkit.models import Objective, TrainConfig
+    from shedkit.models.loading import shared_model
+    from shedkit.models.truncation import dev_truncation, record_truncation
+
+    train = TrainConfig(**{k: ctx.option(k) for k in ("max_length",) if ctx.option(k) is not None})
+    objective = Objective.of(ctx.option("objective", "auto")).resolve(dev)
+    _, tokenizer = shared_model(ctx.option("model", DEFAULT_MODEL), device="cpu")
+    return {"value_fine_tunes": record_truncation(tokenizer, proxies, train.max_length, train.template),
+            "value_dev": dev_truncation(tokenizer, dev, objective)}
 
 
 def valuation_info(valuation) -> dict:

@@ -3,6 +3,7 @@ sampling steps, shared by the methods that sample clusters by value). Kept as a 
 
 from shedkit.pipeline.cluster_sampling import (  # noqa: F401
     SAMPLERS,
+    cluster_seed,
     clustering_for,
     run_from_values,
     sampling_result,
