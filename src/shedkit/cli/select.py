@@ -15,7 +15,7 @@ CORE = ("pool", "method", "budget", "out", "seed", "format", "field", "dedup", "
 def select_command(
     ctx: typer.Context,
     pool: Path = typer.Argument(..., help="Pool file (.jsonl, .json, .parquet, .csv) or saved HF dataset dir."),
-    method: str = typer.Option("random", "--method", "-m", help="random | shed-qocs | shed-qwcs | lobass | dsir | dq | full"),
+    method: str = typer.Option("random", "--method", "-m", help="random | shed-qocs | shed-qwcs | shed-hybrid | lobass | first-order | lowest-loss | ifd | dsir | dq | full"),
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     out: Path = typer.Option(Path("shedkit-out"), "--out", "-o", help="Output directory (subset, scores.csv, manifest.json, report.html)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same subset."),
@@ -70,6 +70,20 @@ def select_command(
     bins: Optional[int] = typer.Option(None, "--bins", help="DQ: number of GraphCut bins (default 10)."),
     dq_mode: Optional[str] = typer.Option(None, "--dq-mode", help="DQ: auto | exact | blocked | partitioned (auto partitions above 20k rows)."),
     train_method: Optional[str] = typer.Option(None, "--train-method", help="Fine-tunes: lora (default) or full."),
+    # first-order row values, shed-hybrid, lowest-loss / ifd
+    fo_normalize: Optional[str] = typer.Option(None, "--fo-normalize", help="First-order values: raw inner products (default) or cosine (LESS)."),
+    fo_checkpoints: Optional[int] = typer.Option(None, "--fo-checkpoints", help="First-order: warm-up checkpoints to sum over (default 2)."),
+    fo_warmup: Optional[float] = typer.Option(None, "--fo-warmup", help="First-order: warm-up rows, a share of the pool or a count (default 0.05)."),
+    fo_layers: Optional[int] = typer.Option(None, "--fo-layers", help="First-order: LoRA on the last N decoder layers only (default all; fewer = faster backward)."),
+    fo_projection_dim: Optional[int] = typer.Option(None, "--fo-projection-dim", help="First-order: also cache count-sketch projected gradients of this dimension (default 0: none)."),
+    fo_batch_size: Optional[int] = typer.Option(None, "--fo-batch-size", help="First-order: rows per gradient batch (default 8)."),
+    cluster_value: Optional[str] = typer.Option(None, "--cluster-value", help="SHED / shed-hybrid cluster values: shapley (proxy fine-tunes; default) or first-order (row values summed)."),
+    cluster_value_reduce: Optional[str] = typer.Option(None, "--cluster-value-reduce", help="--cluster-value first-order: sum (default) or mean of the cluster's row values."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="shed-hybrid: qocs (default) or qwcs allocation of rows to clusters."),
+    row_score: Optional[str] = typer.Option(None, "--row-score", help="shed-hybrid: first-order (default) | learnability | ifd | loss | random (= SHED)."),
+    row_keep: Optional[float] = typer.Option(None, "--row-keep", help="shed-hybrid: keep only this best share of each cluster's rows (default 1)."),
+    ifd_order: Optional[str] = typer.Option(None, "--ifd-order", help="--method ifd: low (default; lowest IFD first) or high (Cherry's)."),
+    ifd_drop_ge1: Optional[bool] = typer.Option(None, "--ifd-drop-ge1/--ifd-keep-ge1", help="--method ifd: never select rows with IFD >= 1 (Cherry's rule)."),
 ) -> None:
     """Select a subset of POOL and write it, in POOL's own format, with scores and a report."""
     import sys

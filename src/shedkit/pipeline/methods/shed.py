@@ -33,6 +33,10 @@ def run(ctx: MethodContext) -> MethodResult:
     sampler = "qwcs" if ctx.method == "shed-qwcs" else "qocs"
     if ctx.option("values") is not None:
         return run_from_values(ctx, sampler)
+    if ctx.option("cluster_value", "shapley") == "first-order":  # cluster values from row values
+        from shedkit.pipeline.methods.shed_hybrid import run_shed_first_order
+
+        return run_shed_first_order(ctx, sampler)
     dev = load_targets(ctx.option("target"))
     clustering = clustering_for(ctx)
     proxies = [ctx.records[i] for i in clustering.proxies.tolist()]
