@@ -73,7 +73,7 @@ def test_rerun_computes_nothing_and_a_killed_run_resumes(tmp_path, rows, monkeyp
 
     dev = rows[:2]
     calls = {"n": 0}
-    real = grads.row_gradient_stats
+    real = grads.checkpoint_gradient_stats
 
     def dies_on_third_chunk(*a, **k):
         calls["n"] += 1
@@ -81,20 +81,20 @@ def test_rerun_computes_nothing_and_a_killed_run_resumes(tmp_path, rows, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(grads, "row_gradient_stats", dies_on_third_chunk)
+    monkeypatch.setattr(grads, "checkpoint_gradient_stats", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
-        valuation(tmp_path, chunk_rows=3).fit(rows, dev)  # checkpoint 0: chunks of 3, 3, (killed)
-    monkeypatch.setattr(grads, "row_gradient_stats", real)
+        valuation(tmp_path, chunk_rows=3).fit(rows, dev)  # chunks of 3, 3 rows, then killed
+    monkeypatch.setattr(grads, "checkpoint_gradient_stats", real)
     resumed = valuation(tmp_path, chunk_rows=3).fit(rows, dev)
     assert resumed.stats_["warmup"] == "cached"
-    assert resumed.stats_["row_gradients_computed"] == 2 * len(rows) - 6
+    assert resumed.stats_["row_gradients_computed"] == 2 * (len(rows) - 6)  # 4 rows x 2 checkpoints
     fresh = valuation(tmp_path / "other", chunk_rows=3).fit(rows, dev)
     np.testing.assert_allclose(resumed.result_.values, fresh.result_.values, rtol=1e-6, atol=1e-12)
 
     def no_gradients(*a, **k):
         raise AssertionError("a gradient was computed again")
 
-    monkeypatch.setattr(grads, "row_gradient_stats", no_gradients)
+    monkeypatch.setattr(grads, "checkpoint_gradient_stats", no_gradients)
     monkeypatch.setattr(grads, "warmup_checkpoints", no_gradients)
     again = valuation(tmp_path, chunk_rows=3).fit(rows, dev)
     assert again.stats_["row_gradients_computed"] == 0

@@ -102,3 +102,30 @@ def test_warmup_checkpoints_learning_rates_and_states(tiny, rows):
     assert cks[1].lr == pytest.approx(1e-2 * np.mean([1 - k / 10 for k in range(5, 10)]))
     a, b = cks
     assert any(not torch.equal(a.state[k], b.state[k]) for k in a.state)
+
+
+def test_checkpoints_with_a_reused_frozen_prefix_equal_one_pass_each(tiny, rows):
+    import copy
+
+    from shedkit.models.gradients import FrozenPrefix, checkpoint_gradient_stats, load_lora_state, lora_state
+
+    model, tok = tiny
+    lora = attach_lora(copy.deepcopy(model), CONFIG, last_layers=1, seed=0)
+    assert FrozenPrefix.of(lora, lora_matrices(lora)).first == 1
+    seqs, pad = encode(tok, rows), pad_id_of(tok)
+    gen = torch.Generator().manual_seed(5)
+    states = []
+    for _ in range(2):
+        states.append({k: torch.randn(v.shape, generator=gen) * 0.1 for k, v in lora_state(lora).items()})
+    devs, want = [], []
+    for st in states:
+        load_lora_state(lora, st)
+        devs.append(dev_gradient(lora, seqs[:3], pad, precision="fp32"))
+        want.append(row_gradient_stats(lora, seqs, devs[-1], pad, precision="fp32", batch_size=3))
+    got = checkpoint_gradient_stats(lora, seqs, list(zip(states, devs)), pad, precision="fp32", batch_size=3)
+    for t in range(2):
+        np.testing.assert_allclose(got.dots[t], want[t].dots, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.norms2[t], want[t].norms2, rtol=1e-6, atol=1e-9)
+    assert got.computed == 2 * len(rows)
+    # the decoder is whole again afterwards
+    assert all(type(layer).__name__ != "_Skip" for layer in lora.get_base_model().model.layers)

@@ -223,13 +223,15 @@ class CountSketch:
 
 @dataclass
 class RowGradientStats:
-    """Per row (input order): <g_row, g_dev>, |g_row|^2, target tokens, and the sketch."""
+    """Per row (input order): <g_row, g_dev>, |g_row|^2, target tokens, and the sketch; with
+    several checkpoints ``dots``/``norms2`` are ``[checkpoints, rows]`` and ``features``
+    ``[checkpoints, rows, dim]``."""
 
     dots: np.ndarray
     norms2: np.ndarray
     n_tokens: np.ndarray
-    features: np.ndarray | None = None  # [rows, dim] float32 when a projection was asked
-    computed: int = 0  # rows whose gradient was computed here (for tests and manifests)
+    features: np.ndarray | None = None  # float32, when a projection was asked
+    computed: int = 0  # row gradients computed here (rows x checkpoints)
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
 
@@ -252,25 +254,119 @@ def _capture(mats: Sequence[tuple[str, torch.nn.Linear]]) -> Iterator[dict]:
             h.remove()
 
 
+class _Stop(Exception):
+    pass
+
+
+class _Skip(torch.nn.Module):
+    """Stands in for a frozen decoder layer whose output is already known."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+class FrozenPrefix:
+    """Run the frozen decoder layers below the first adapted one once per batch, and reuse
+    their output for every checkpoint (only the adapted layers change between checkpoints).
+
+    Works for decoders that keep their layers in ``decoder.layers`` and call each with the
+    hidden states as first argument (every Hugging Face causal LM with a ``model.layers``
+    list); ``FrozenPrefix.of`` returns None for anything else, and callers run the full model.
+    """
+
+    def __init__(self, decoder, first: int):
+        self.decoder, self.first = decoder, first
+
+    @classmethod
+    def of(cls, model, mats) -> "FrozenPrefix | None":
+        from shedkit.models.scoring import _decoder_and_head
+
+        split = _decoder_and_head(model)
+        layers = getattr(split[0], "layers", None) if split else None
+        if not isinstance(layers, torch.nn.ModuleList):
+            return None
+        index = [int(m.group(1)) for name, _ in mats for m in [re.search(r"\.layers\.(\d+)\.", name)] if m]
+        if len(index) != len(mats) or min(index) == 0:
+            return None
+        return cls(split[0], min(index))
+
+    @torch.no_grad()
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The input of the first adapted layer."""
+        box = {}
+
+        def grab(module, args, kwargs):
+            box["h"] = args[0] if args else kwargs["hidden_states"]
+            raise _Stop
+
+        handle = self.decoder.layers[self.first].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.decoder(input_ids=input_ids, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return box["h"]
+
+    @contextlib.contextmanager
+    def reuse(self, hidden: torch.Tensor):
+        """Inside the block the decoder skips its frozen layers and starts from ``hidden``."""
+        layers = self.decoder.layers
+        saved = [layers[i] for i in range(self.first)]
+
+        def feed(module, args, kwargs):
+            if args:
+                return (hidden, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": hidden}
+
+        for i in range(self.first):
+            layers[i] = _Skip()
+        handle = layers[self.first].register_forward_pre_hook(feed, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+            for i, layer in enumerate(saved):
+                layers[i] = layer
+
+
 def row_gradient_stats(model, seqs: Sequence[Encoded], dev_grads: dict[str, torch.Tensor], pad_id: int,
                        precision: str = "auto", batch_size: int = 8, max_batch_tokens: int = 4096,
                        sketch: CountSketch | None = None, progress: bool = False,
                        desc: str = "row gradients") -> RowGradientStats:
-    """Every row's LoRA gradient (of its mean target loss), reduced to its inner product with
-    ``dev_grads``, its squared norm and (with ``sketch``) its projection; batched."""
+    """Every row's LoRA gradient (of its mean target loss) at the model's current weights,
+    reduced to its inner product with ``dev_grads``, its squared norm and (with ``sketch``)
+    its projection; batched."""
+    stats = checkpoint_gradient_stats(model, seqs, [(None, dev_grads)], pad_id, precision, batch_size,
+                                      max_batch_tokens, sketch, progress, desc, reuse_prefix=False)
+    stats.dots, stats.norms2 = stats.dots[0], stats.norms2[0]
+    if stats.features is not None:
+        stats.features = stats.features[0]
+    return stats
+
+
+def checkpoint_gradient_stats(model, seqs: Sequence[Encoded], checkpoints, pad_id: int, precision: str = "auto",
+                              batch_size: int = 8, max_batch_tokens: int = 4096, sketch: CountSketch | None = None,
+                              progress: bool = False, desc: str = "row gradients",
+                              reuse_prefix: bool = True) -> RowGradientStats:
+    """``row_gradient_stats`` at several checkpoints: ``checkpoints`` is a list of
+    ``(lora_state or None, dev_grads)``; each batch is encoded once, its frozen prefix run
+    once (``reuse_prefix``, see ``FrozenPrefix``), then each checkpoint's weights are loaded
+    and its gradients taken. The model is left with the last checkpoint's weights."""
     import time
 
     from tqdm.auto import tqdm
 
     mats = lora_matrices(model)
     device = model_device(model)
-    n = len(seqs)
-    dots, norms2 = np.zeros(n), np.zeros(n)
+    n, n_ck = len(seqs), len(checkpoints)
+    dots, norms2 = np.zeros((n_ck, n)), np.zeros((n_ck, n))
     n_tokens = np.array([s.n_targets for s in seqs], dtype=np.int64)
     if np.any(n_tokens == 0):
         raise ShedkitError(f"{int(np.sum(n_tokens == 0))} row(s) have no response token left to take a gradient of")
-    feats = np.zeros((n, sketch.dim), dtype=np.float32) if sketch else None
-    dev = {name: dev_grads[name].to(device, torch.float32) for name, _ in mats}
+    feats = np.zeros((n_ck, n, sketch.dim), dtype=np.float32) if sketch else None
+    devs = [{name: dev[name].to(device, torch.float32) for name, _ in mats} for _, dev in checkpoints]
+    prefix = FrozenPrefix.of(model, mats) if reuse_prefix else None
     lengths = [max(len(s) - 1, 1) for s in seqs]
     was_training = model.training
     model.eval()
@@ -279,35 +375,46 @@ def row_gradient_stats(model, seqs: Sequence[Encoded], dev_grads: dict[str, torc
         with tqdm(total=n, desc=desc, unit="row", disable=not progress, leave=False) as bar:
             for idx in length_sorted_batches(lengths, batch_size, max_batch_tokens):
                 batch = collate([seqs[i] for i in idx], pad_id, device)
-                with _capture(mats) as seen, autocast(precision, device):
-                    logits = target_logits(model, batch)
-                nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="none")
-                per_row = torch.zeros(len(idx), device=device).index_add_(0, batch.rows, nll)
-                per_row = per_row / torch.as_tensor(batch.counts, device=device, dtype=torch.float32)
-                outs = [seen[name][1] for name, _ in mats]
-                g_outs = torch.autograd.grad(per_row.sum(), outs, allow_unused=True)
-                dot = torch.zeros(len(idx), device=device, dtype=torch.float64)
-                sq = torch.zeros(len(idx), device=device, dtype=torch.float64)
-                proj = torch.zeros(len(idx), sketch.dim, device=device) if sketch else None
-                for (name, _), g_out in zip(mats, g_outs):
-                    if g_out is None:
-                        continue
-                    a = seen[name][0].float()
-                    per_ex = torch.einsum("blo,bli->boi", g_out.float(), a)  # [B, out, in]
-                    dot += torch.einsum("boi,oi->b", per_ex, dev[name]).double()
-                    sq += per_ex.pow(2).sum(dim=(1, 2)).double()
-                    if sketch:
-                        sketch.add(proj, name, per_ex.reshape(len(idx), -1))
-                del seen, outs, g_outs
                 pos = np.asarray(idx)
-                dots[pos] = dot.cpu().numpy()
-                norms2[pos] = sq.cpu().numpy()
-                if sketch:
-                    feats[pos] = proj.cpu().numpy()
+                hidden = None
+                if prefix is not None:
+                    with autocast(precision, device):
+                        hidden = prefix.hidden(batch.input_ids)
+                for t, (state, _) in enumerate(checkpoints):
+                    if state is not None:
+                        load_lora_state(model, state)
+                    with (prefix.reuse(hidden) if hidden is not None else contextlib.nullcontext()):
+                        dot, sq, proj = _batch_stats(model, mats, batch, len(idx), devs[t], precision, device, sketch)
+                    dots[t, pos], norms2[t, pos] = dot, sq
+                    if sketch:
+                        feats[t, pos] = proj
                 bar.update(len(idx))
     finally:
         model.train(was_training)
-    return RowGradientStats(dots, norms2, n_tokens, feats, computed=n, seconds=time.perf_counter() - start)
+    return RowGradientStats(dots, norms2, n_tokens, feats, computed=n * n_ck, seconds=time.perf_counter() - start)
+
+
+def _batch_stats(model, mats, batch, size: int, dev, precision: str, device, sketch):
+    with _capture(mats) as seen, autocast(precision, device):
+        logits = target_logits(model, batch)
+    nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="none")
+    per_row = torch.zeros(size, device=device).index_add_(0, batch.rows, nll)
+    per_row = per_row / torch.as_tensor(batch.counts, device=device, dtype=torch.float32)
+    outs = [seen[name][1] for name, _ in mats]
+    g_outs = torch.autograd.grad(per_row.sum(), outs, allow_unused=True)
+    dot = torch.zeros(size, device=device, dtype=torch.float64)
+    sq = torch.zeros(size, device=device, dtype=torch.float64)
+    proj = torch.zeros(size, sketch.dim, device=device) if sketch else None
+    for (name, _), g_out in zip(mats, g_outs):
+        if g_out is None:
+            continue
+        a = seen[name][0].float()
+        per_ex = torch.einsum("blo,bli->boi", g_out.float(), a)  # [B, out, in]
+        dot += torch.einsum("boi,oi->b", per_ex, dev[name]).double()
+        sq += per_ex.pow(2).sum(dim=(1, 2)).double()
+        if sketch:
+            sketch.add(proj, name, per_ex.reshape(size, -1))
+    return dot.cpu().numpy(), sq.cpu().numpy(), (proj.cpu().numpy() if sketch else None)
 
 
 def naive_row_gradients(model, seqs: Sequence[Encoded], pad_id: int) -> list[dict[str, torch.Tensor]]:

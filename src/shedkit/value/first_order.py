@@ -14,10 +14,11 @@ Cost: one warm-up fine-tune, then per checkpoint one forward + backward over eve
 backward only through the adapted layers: ``last_layers`` adapts the last few decoder layers
 only, which shortens it). Everything is cached under ``<cache_dir>/first-order/<key>/``
 (``key`` hashes the model, the warm-up config and rows, the seed, the dev set and every
-setting that changes a number): the checkpoints' adapter weights (safetensors), and per
-checkpoint the dev gradient's norm and each row's <g_z, g_dev>, |g_z|^2 and target-token
-count (JSONL parts written atomically every ``chunk_rows`` rows), plus the projected
-gradients (``projection_dim`` > 0, ``.npz`` parts). A rerun computes no gradient; a killed run
+setting that changes a number): the checkpoints' adapter weights (safetensors), the dev
+gradient's norm per checkpoint, and per row its <g_z, g_dev> and |g_z|^2 at every checkpoint
+and its target-token count (JSONL parts written atomically every ``chunk_rows`` rows), plus
+the projected gradients (``projection_dim`` > 0, ``.npz`` parts). Each batch of rows runs
+the frozen layers below the adapters once and the adapted layers once per checkpoint. A rerun computes no gradient; a killed run
 resumes from its last finished chunk.
 
 Rows with an empty response, or none of whose response survives ``max_length``, get NaN.
@@ -175,82 +176,76 @@ class _Work:
 
     def run(self) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
         """Per checkpoint: (η_t, |g_dev|^2, dots, norms2), dots/norms2 NaN for unusable rows."""
-        meta = self._read_json(self.dir / "checkpoints.json")
         cached = _RowCache(self.dir, self.o.checkpoints, self.o.projection_dim, self.o.seed)
-        need = [t for t in range(self.o.checkpoints)
-                if cached.dev_norm2(t) is None or cached.missing(t, [self.records[i].id for i in self.usable])]
-        if need:
-            self._compute(need, meta, cached)
-            meta = self._read_json(self.dir / "checkpoints.json")
-        out = []
-        n = len(self.records)
-        feats = []
-        for t in range(self.o.checkpoints):
-            entries = cached.entries(t)
-            dots, norms2 = np.full(n, np.nan), np.full(n, np.nan)
-            for i in self.usable:
-                e = entries[self.records[i].id]
-                if e["n_tokens"] > 0:
-                    dots[i], norms2[i] = e["dot"], e["norm2"]
-                self.n_tokens[i] = e["n_tokens"]
-            out.append((float(meta["lr"][t]), float(cached.dev_norm2(t)), dots, norms2))
-            if self.o.projection_dim:
-                feats.append(cached.features(t, [r.id for r in self.records]))
-        if feats:
-            self.features = np.stack(feats)  # [checkpoints, rows, dim]
-        self.stats["row_gradients_cached"] = self.o.checkpoints * len(self.usable) - self.stats["row_gradients_computed"]
-        return out
+        ids = [self.records[i].id for i in self.usable]
+        if cached.dev_norm2() is None or cached.missing(ids):
+            self._compute(cached)
+        meta = self._read_json(self.dir / "checkpoints.json")
+        entries, dev_norm2 = cached.entries(), cached.dev_norm2()
+        n, n_ck = len(self.records), self.o.checkpoints
+        dots, norms2 = np.full((n_ck, n), np.nan), np.full((n_ck, n), np.nan)
+        for i in self.usable:
+            e = entries[self.records[i].id]
+            self.n_tokens[i] = e["n_tokens"]
+            if e["n_tokens"] > 0:
+                dots[:, i], norms2[:, i] = e["dot"], e["norm2"]
+        if self.o.projection_dim:
+            self.features = cached.features([r.id for r in self.records])  # [checkpoints, rows, dim]
+        self.stats["row_gradients_cached"] = n_ck * len(self.usable) - self.stats["row_gradients_computed"]
+        return [(float(meta["lr"][t]), float(dev_norm2[t]), dots[t], norms2[t]) for t in range(n_ck)]
 
-    def _compute(self, need: list[int], meta: dict | None, cache: "_RowCache") -> None:
+    def _compute(self, cache: "_RowCache") -> None:
         import copy
-
-        import torch
 
         from shedkit.models.encode import encode_record
         from shedkit.models.gradients import (
-            CountSketch, attach_lora, dev_gradient, load_lora_state, lora_matrices, row_gradient_stats,
+            CountSketch, attach_lora, checkpoint_gradient_stats, dev_gradient, load_lora_state, lora_matrices,
             warmup_checkpoints,
         )
         from shedkit.models.scoring import pad_id_of
 
         base, tok = self.model()
         model = attach_lora(copy.deepcopy(base), self.config, self.o.last_layers, seed=self.o.seed)
-        states = self._checkpoints(model, tok, meta, warmup_checkpoints)
+        states = self._checkpoints(model, tok, self._read_json(self.dir / "checkpoints.json"), warmup_checkpoints)
         cfg = self.config
         pad = pad_id_of(tok)
+        timings = self.stats["timings"]
+        t0 = time.perf_counter()
         dev_seqs = [encode_record(tok, r, cfg.max_length, cfg.template) for r in self.dev.records]
+        devs = []
+        for state in states:
+            load_lora_state(model, state)
+            devs.append(dev_gradient(model, dev_seqs, pad, cfg.precision, self.o.batch_size, self.o.max_batch_tokens))
+        timings["dev_gradients"] = time.perf_counter() - t0
+        dev_norm2 = [float(sum(float((g.double() ** 2).sum()) for g in d.values())) for d in devs]
         sketch = None
         if self.o.projection_dim:
             sketch = CountSketch([(n, tuple(m.weight.shape)) for n, m in lora_matrices(model)],
                                  int(self.o.projection_dim), seed=self.o.seed)
-        timings = self.stats["timings"]
-        for t in need:
-            load_lora_state(model, states[t])
-            t0 = time.perf_counter()
-            dev = dev_gradient(model, dev_seqs, pad, cfg.precision, self.o.batch_size, self.o.max_batch_tokens)
-            dev_norm2 = float(sum(float((g.double() ** 2).sum()) for g in dev.values()))
-            timings[f"dev_gradient_{t}"] = time.perf_counter() - t0
-            todo = cache.missing(t, [self.records[i].id for i in self.usable])
-            todo_pos = [i for i in self.usable if self.records[i].id in set(todo)]
-            t0 = time.perf_counter()
-            for c in range(0, len(todo_pos), self.o.chunk_rows):
-                chunk = todo_pos[c: c + self.o.chunk_rows]
-                seqs = [encode_record(tok, self.records[i], cfg.max_length, cfg.template) for i in chunk]
-                ok = [k for k, s in enumerate(seqs) if s.n_targets > 0]
-                stats = row_gradient_stats(
-                    model, [seqs[k] for k in ok], dev, pad, cfg.precision, self.o.batch_size, self.o.max_batch_tokens,
-                    sketch=sketch, progress=self.o.progress,
-                    desc=f"first-order checkpoint {t + 1}/{self.o.checkpoints}, rows {c + 1}-{c + len(chunk)} of {len(todo_pos)}",
-                ) if ok else None
-                entries = [{"id": self.records[i].id, "n_tokens": 0, "dot": None, "norm2": None} for i in chunk]
-                for j, k in enumerate(ok):
-                    entries[k].update(n_tokens=int(stats.n_tokens[j]), dot=float(stats.dots[j]), norm2=float(stats.norms2[j]))
-                cache.add(t, entries, [entries[k]["id"] for k in ok], stats.features if (ok and sketch) else None)
-                self.stats["row_gradients_computed"] += len(ok)
-            timings[f"row_gradients_{t}"] = time.perf_counter() - t0
-            cache.set_dev_norm2(t, dev_norm2)
+        todo = set(cache.missing([self.records[i].id for i in self.usable]))
+        todo_pos = [i for i in self.usable if self.records[i].id in todo]
+        t0 = time.perf_counter()
+        for c in range(0, len(todo_pos), self.o.chunk_rows):
+            chunk = todo_pos[c: c + self.o.chunk_rows]
+            seqs = [encode_record(tok, self.records[i], cfg.max_length, cfg.template) for i in chunk]
+            ok = [k for k, s in enumerate(seqs) if s.n_targets > 0]
+            stats = None
+            if ok:
+                stats = checkpoint_gradient_stats(
+                    model, [seqs[k] for k in ok], list(zip(states, devs)), pad, cfg.precision, self.o.batch_size,
+                    self.o.max_batch_tokens, sketch=sketch, progress=self.o.progress,
+                    desc=f"first-order gradients, rows {c + 1}-{c + len(chunk)} of {len(todo_pos)}",
+                )
+            entries = [{"id": self.records[i].id, "n_tokens": 0, "dot": None, "norm2": None} for i in chunk]
+            for j, k in enumerate(ok):
+                entries[k].update(n_tokens=int(stats.n_tokens[j]), dot=stats.dots[:, j].tolist(),
+                                  norm2=stats.norms2[:, j].tolist())
+            feats = stats.features.transpose(1, 0, 2) if (stats is not None and sketch) else None
+            cache.add(entries, [entries[k]["id"] for k in ok], feats)
+            self.stats["row_gradients_computed"] += len(ok) * len(states)
+        timings["row_gradients"] = time.perf_counter() - t0
+        cache.set_dev_norm2(dev_norm2)
         del model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
     def _checkpoints(self, model, tok, meta, warmup_checkpoints) -> list[dict]:
         """The warm-up's adapter weights per checkpoint: from the cache, else trained and saved."""
@@ -287,90 +282,89 @@ class _Work:
 
 
 class _RowCache:
-    """Per checkpoint: JSONL parts of {id, n_tokens, dot, norm2}, the dev gradient's squared
-    norm, and ``.npz`` parts of projected gradients (per projection dimension and seed)."""
+    """Per row: {id, n_tokens, dot: [per checkpoint], norm2: [per checkpoint]} in JSONL parts;
+    the dev gradient's squared norm per checkpoint; ``.npz`` parts of projected gradients
+    ``[rows, checkpoints, dim]`` (per projection dimension and seed)."""
 
     def __init__(self, root: Path, checkpoints: int, dim: int, seed: int):
-        self.root, self.dim, self.seed = root, int(dim), int(seed)
-        self._entries: dict[int, dict[str, dict]] = {}
-        self._feats: dict[int, dict[str, np.ndarray]] = {}
+        self.root, self.checkpoints, self.dim, self.seed = root, int(checkpoints), int(dim), int(seed)
+        self._entries: dict[str, dict] | None = None
+        self._feats: dict[str, np.ndarray] | None = None
 
-    def _dir(self, t: int) -> Path:
-        return self.root / f"checkpoint-{t}"
-
-    def entries(self, t: int) -> dict[str, dict]:
-        if t not in self._entries:
+    def entries(self) -> dict[str, dict]:
+        if self._entries is None:
             found: dict[str, dict] = {}
-            d = self._dir(t)
-            for part in sorted(d.glob("part-*.jsonl")) if d.exists() else []:
+            for part in sorted(self.root.glob("part-*.jsonl")) if self.root.exists() else []:
                 for line in part.read_text().splitlines():
                     try:
                         e = json.loads(line)
+                        if e["n_tokens"] > 0 and not (len(e["dot"]) == len(e["norm2"]) == self.checkpoints):
+                            continue
                         found[e["id"]] = e
                     except (ValueError, KeyError, TypeError):
                         continue  # a corrupt line is recomputed, never trusted
-            self._entries[t] = found
-        return self._entries[t]
+            self._entries = found
+        return self._entries
 
-    def _features_dir(self, t: int) -> Path:
-        return self._dir(t) / f"sketch-{self.dim}-seed{self.seed}"
+    def _features_dir(self) -> Path:
+        return self.root / f"sketch-{self.dim}-seed{self.seed}"
 
-    def feature_rows(self, t: int) -> dict[str, np.ndarray]:
-        if t not in self._feats:
+    def feature_rows(self) -> dict[str, np.ndarray]:
+        if self._feats is None:
             found: dict[str, np.ndarray] = {}
-            d = self._features_dir(t)
+            d = self._features_dir()
             for part in sorted(d.glob("part-*.npz")) if d.exists() else []:
                 try:
                     with np.load(part, allow_pickle=False) as z:
                         found.update(zip(z["ids"].tolist(), z["features"]))
                 except (OSError, ValueError, KeyError):
                     continue
-            self._feats[t] = found
-        return self._feats[t]
+            self._feats = found
+        return self._feats
 
-    def missing(self, t: int, ids: Sequence[str]) -> list[str]:
-        have = self.entries(t)
+    def missing(self, ids: Sequence[str]) -> list[str]:
+        have = self.entries()
         out = [i for i in ids if i not in have]
         if self.dim:
-            feats = self.feature_rows(t)
+            feats = self.feature_rows()
             out += [i for i in ids if i in have and have[i]["n_tokens"] > 0 and i not in feats]
         return list(dict.fromkeys(out))
 
-    def features(self, t: int, ids: Sequence[str]) -> np.ndarray:
-        feats = self.feature_rows(t)
-        out = np.full((len(ids), self.dim), np.nan, dtype=np.float32)
+    def features(self, ids: Sequence[str]) -> np.ndarray:
+        feats = self.feature_rows()
+        out = np.full((len(ids), self.checkpoints, self.dim), np.nan, dtype=np.float32)
         for k, i in enumerate(ids):
             if i in feats:
                 out[k] = feats[i]
-        return out
+        return out.transpose(1, 0, 2)
 
-    def add(self, t: int, entries: list[dict], feature_ids: list[str], features: np.ndarray | None) -> None:
-        d = self._dir(t)
-        d.mkdir(parents=True, exist_ok=True)
+    def add(self, entries: list[dict], feature_ids: list[str], features: np.ndarray | None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         if features is not None and len(feature_ids):
-            fd = self._features_dir(t)
+            fd = self._features_dir()
             fd.mkdir(parents=True, exist_ok=True)
             tmp = fd / f".part-{uuid.uuid4().hex}.tmp.npz"
             np.savez(tmp, ids=np.array(feature_ids, dtype=str), features=features.astype(np.float32))
             os.replace(tmp, fd / f"part-{uuid.uuid4().hex}.npz")
-            self.feature_rows(t).update(zip(feature_ids, features))
+            self.feature_rows().update(zip(feature_ids, features))
         text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-        tmp = d / f".part-{uuid.uuid4().hex}.tmp"
+        tmp = self.root / f".part-{uuid.uuid4().hex}.tmp"
         tmp.write_text(text)
-        os.replace(tmp, d / f"part-{uuid.uuid4().hex}.jsonl")
-        self.entries(t).update({e["id"]: e for e in entries})
+        os.replace(tmp, self.root / f"part-{uuid.uuid4().hex}.jsonl")
+        self.entries().update({e["id"]: e for e in entries})
 
-    def dev_norm2(self, t: int) -> float | None:
+    def dev_norm2(self) -> list[float] | None:
         try:
-            return float(json.loads((self._dir(t) / "dev.json").read_text())["dev_norm2"])
+            values = json.loads((self.root / "dev.json").read_text())["dev_norm2"]
+            return [float(v) for v in values] if len(values) == self.checkpoints else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def set_dev_norm2(self, t: int, value: float) -> None:
+    def set_dev_norm2(self, values: list[float]) -> None:
         from shedkit.data.containers import atomic_write_json
 
-        self._dir(t).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self._dir(t) / "dev.json", {"dev_norm2": value})
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.root / "dev.json", {"dev_norm2": values})
 
 
 def _default_cache() -> Path:
