@@ -59,6 +59,25 @@ def shares(rows: list[int], labels: list[dict]) -> dict:
     return out
 
 
+def make_subset(suite: Path, dest: Path, every: int) -> Path:
+    """Every ``every``-th row of the pool (and its labels, re-numbered); targets linked."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pool = (suite / "pool.jsonl").read_text().splitlines(keepends=True)
+    labels = (suite / "pool_labels.jsonl").read_text().splitlines()
+    keep = list(range(0, len(pool), every))
+    (dest / "pool.jsonl").write_text("".join(pool[i] for i in keep))
+    rows = []
+    for new, i in enumerate(keep):
+        label = json.loads(labels[i])
+        rows.append(json.dumps({**label, "line": new, "pool_line": i}) + "\n")
+    (dest / "pool_labels.jsonl").write_text("".join(rows))
+    for target in suite.glob("target_*.jsonl"):
+        link = dest / target.name
+        if not link.exists():
+            link.symlink_to(target.resolve())
+    return dest
+
+
 def run_one(name: str, spec: dict, args, labels) -> dict:
     import shedkit
 
@@ -134,6 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--fo-warmup", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--subset-every", type=int, default=1,
+                   help="use every K-th pool row only (a smaller pool with the same mix, for a loaded machine)")
     p.add_argument("--only", default=None, help="comma-separated method names (default: all)")
     p.add_argument("--table", action="store_true", help="only print the table of finished results")
     p.add_argument("--no-progress", action="store_true")
@@ -147,6 +168,8 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.subset_every > 1:
+        args.suite = str(make_subset(Path(args.suite), out / "suite", args.subset_every))
     labels = [json.loads(x) for x in open(Path(args.suite) / "pool_labels.jsonl")]
     # the pool has one row with an empty response (skipped): map selected input rows to labels by line
     all_methods = methods(args)
