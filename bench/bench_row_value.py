@@ -157,6 +157,7 @@ def main(argv=None) -> int:
                    help="use every K-th pool row only (a smaller pool with the same mix, for a loaded machine)")
     p.add_argument("--only", default=None, help="comma-separated method names (default: all)")
     p.add_argument("--table", action="store_true", help="only print the table of finished results")
+    p.add_argument("--timing", action="store_true", help="only time the forward and gradient passes on 64 rows")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -170,6 +171,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.subset_every > 1:
         args.suite = str(make_subset(Path(args.suite), out / "suite", args.subset_every))
+    if args.timing:
+        res = timing(args)
+        (out / "timing.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return 0
     labels = [json.loads(x) for x in open(Path(args.suite) / "pool_labels.jsonl")]
     # the pool has one row with an empty response (skipped): map selected input rows to labels by line
     all_methods = methods(args)
@@ -191,3 +197,39 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def timing(args, n_rows: int = 64) -> dict:
+    """Rows/s of a plain forward pass and of the first-order gradient pass (1 and 2
+    checkpoints; LoRA on the last 2, 4 or all layers) on ``n_rows`` pool rows of mixed length."""
+    import copy
+
+    import torch
+
+    from shedkit.data.pool import load_pool
+    from shedkit.models.config import TrainConfig
+    from shedkit.models.encode import encode_record
+    from shedkit.models.gradients import attach_lora, checkpoint_gradient_stats, dev_gradient, lora_state
+    from shedkit.models.loading import shared_model
+    from shedkit.models.scoring import pad_id_of, token_logprobs
+
+    records = load_pool(Path(args.suite) / "pool.jsonl", skip_empty=True).records
+    rows = records[:: max(1, len(records) // n_rows)][:n_rows]
+    base, tok = shared_model(args.model)
+    pad = pad_id_of(tok)
+    seqs = [encode_record(tok, r, args.max_length, "auto") for r in rows]
+    out = {"rows": len(rows), "tokens": int(sum(len(s) for s in seqs)), "max_length": args.max_length}
+    t0 = time.perf_counter()
+    token_logprobs(base, seqs, pad, batch_size=8, precision="auto")
+    out["forward_rows_per_s"] = len(rows) / (time.perf_counter() - t0)
+    for layers in (2, 4, None):
+        model = attach_lora(copy.deepcopy(base), TrainConfig(max_length=args.max_length), layers)
+        state = lora_state(model)
+        dev = dev_gradient(model, seqs[:8], pad)
+        for n_ck in (1, 2):
+            t0 = time.perf_counter()
+            checkpoint_gradient_stats(model, seqs, [(state, dev)] * n_ck, pad, "auto", batch_size=8)
+            out[f"gradients_rows_per_s_layers{layers or 'all'}_ckpt{n_ck}"] = len(rows) / (time.perf_counter() - t0)
+        del model
+    out["machine"] = machine()
+    return out
