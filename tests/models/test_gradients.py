@@ -129,3 +129,21 @@ def test_checkpoints_with_a_reused_frozen_prefix_equal_one_pass_each(tiny, rows)
     assert got.computed == 2 * len(rows)
     # the decoder is whole again afterwards
     assert all(type(layer).__name__ != "_Skip" for layer in lora.get_base_model().model.layers)
+
+
+def test_dev_gradients_at_checkpoints_with_a_reused_prefix(tiny, rows):
+    import copy
+
+    from shedkit.models.gradients import checkpoint_dev_gradients, load_lora_state, lora_state
+
+    model, tok = tiny
+    lora = attach_lora(copy.deepcopy(model), CONFIG, last_layers=1, seed=0)
+    seqs, pad = encode(tok, rows), pad_id_of(tok)
+    gen = torch.Generator().manual_seed(6)
+    states = [{k: torch.randn(v.shape, generator=gen) * 0.1 for k, v in lora_state(lora).items()} for _ in range(2)]
+    got = checkpoint_dev_gradients(lora, seqs, states, pad, precision="fp32", batch_size=3)
+    for st, g in zip(states, got):
+        load_lora_state(lora, st)
+        want = dev_gradient(lora, seqs, pad, precision="fp32", batch_size=3)
+        for k in want:
+            torch.testing.assert_close(g[k], want[k], rtol=1e-5, atol=1e-7)

@@ -195,6 +195,40 @@ def dev_gradient(model, seqs: Sequence[Encoded], pad_id: int, precision: str = "
     return grads
 
 
+def checkpoint_dev_gradients(model, seqs: Sequence[Encoded], states: Sequence[dict], pad_id: int,
+                             precision: str = "auto", batch_size: int = 8,
+                             max_batch_tokens: int = 4096) -> list[dict[str, torch.Tensor]]:
+    """``dev_gradient`` at each LoRA state of ``states``, each batch's frozen prefix run once
+    (see ``FrozenPrefix``). The model is left with the last state's weights."""
+    mats = lora_matrices(model)
+    device = model_device(model)
+    n_tok = sum(s.n_targets for s in seqs)
+    if n_tok == 0:
+        raise ShedkitError("the dev set has no response token")
+    grads = [{name: torch.zeros_like(m.weight, dtype=torch.float32) for name, m in mats} for _ in states]
+    prefix = FrozenPrefix.of(model, mats)
+    lengths = [max(len(s) - 1, 1) for s in seqs]
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in length_sorted_batches(lengths, batch_size, max_batch_tokens):
+            batch = collate([seqs[i] for i in idx], pad_id, device)
+            hidden = None
+            if prefix is not None:
+                with autocast(precision, device):
+                    hidden = prefix.hidden(batch.input_ids)
+            for t, state in enumerate(states):
+                load_lora_state(model, state)
+                with (prefix.reuse(hidden) if hidden is not None else contextlib.nullcontext()), autocast(precision, device):
+                    logits = target_logits(model, batch)
+                nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum") / n_tok
+                for (name, _), g in zip(mats, torch.autograd.grad(nll, [m.weight for _, m in mats])):
+                    grads[t][name] += g.float()
+    finally:
+        model.train(was_training)
+    return grads
+
+
 class CountSketch:
     """A seeded sparse JL map of the concatenated LoRA weights to ``dim`` numbers."""
 

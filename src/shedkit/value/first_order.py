@@ -199,7 +199,7 @@ class _Work:
 
         from shedkit.models.encode import encode_record
         from shedkit.models.gradients import (
-            CountSketch, attach_lora, checkpoint_gradient_stats, dev_gradient, load_lora_state, lora_matrices,
+            CountSketch, attach_lora, checkpoint_dev_gradients, checkpoint_gradient_stats, lora_matrices,
             warmup_checkpoints,
         )
         from shedkit.models.scoring import pad_id_of
@@ -212,10 +212,8 @@ class _Work:
         timings = self.stats["timings"]
         t0 = time.perf_counter()
         dev_seqs = [encode_record(tok, r, cfg.max_length, cfg.template) for r in self.dev.records]
-        devs = []
-        for state in states:
-            load_lora_state(model, state)
-            devs.append(dev_gradient(model, dev_seqs, pad, cfg.precision, self.o.batch_size, self.o.max_batch_tokens))
+        devs = checkpoint_dev_gradients(model, dev_seqs, states, pad, cfg.precision, self.o.batch_size,
+                                        self.o.max_batch_tokens)
         timings["dev_gradients"] = time.perf_counter() - t0
         dev_norm2 = [float(sum(float((g.double() ** 2).sum()) for g in d.values())) for d in devs]
         sketch = None
