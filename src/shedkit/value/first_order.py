@@ -174,13 +174,12 @@ class _Work:
 
     # -- the model, loaded lazily --------------------------------------------------------
     def model(self):
+        """``(base model, tokenizer)``, loaded on first use (a fully cached fit never loads it)."""
         if self._model is None:
             from shedkit.models.loading import shared_model
 
-            base, tok = shared_model(str(self.o.model), device=self.o.device)
-            self._base, self.tok = base, tok
-            self._model = True
-        return self._base, self.tok
+            self._model = shared_model(str(self.o.model), device=self.o.device)
+        return self._model
 
     def run(self) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
         """Per checkpoint: (η_t, |g_dev|^2, dots, norms2), dots/norms2 NaN for unusable rows."""
