@@ -195,9 +195,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def timing(args, n_rows: int = 64) -> dict:
     """Rows/s of a plain forward pass and of the first-order gradient pass (1 and 2
@@ -233,3 +230,7 @@ def timing(args, n_rows: int = 64) -> dict:
         del model
     out["machine"] = machine()
     return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
