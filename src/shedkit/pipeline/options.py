@@ -138,6 +138,36 @@ class ValuationOptions(TargetOptions):
 
 
 @dataclass
+class RowGuardOptions:
+    """Guards and quotas of the per-row top-n methods (LoBaSS, first-order, lowest-loss, ifd)."""
+
+    easy_quantile: Optional[float] = opt("Drop rows whose base loss is in this lowest quantile (too easy).")
+    hard_quantile: Optional[float] = opt("Drop rows whose base loss is in this highest quantile (too hard).")
+    quota_by: Optional[str] = opt("Column of the original rows to apply quotas by.")
+    quota: Optional[List[str]] = opt("GROUP=SHARE (repeatable), e.g. alpaca=0.7.")
+
+
+@dataclass
+class FirstOrderOptions(TargetOptions):
+    """First-order row values: TracIn over the checkpoints of one short warm-up LoRA fine-tune."""
+
+    fo_normalize: Optional[str] = opt("First-order values: raw inner products (default) or cosine (LESS).")
+    fo_checkpoints: Optional[int] = opt("First-order: warm-up checkpoints to sum over (default 2).")
+    fo_warmup: Optional[float] = opt("First-order: warm-up rows, a share of the pool or a count (default 0.05).")
+    fo_layers: Optional[int] = opt("First-order: LoRA on the last N decoder layers only (default all; fewer = faster backward).")
+    fo_projection_dim: Optional[int] = opt("First-order: also cache count-sketch projected gradients of this dimension (default 0: none).")
+    fo_batch_size: Optional[int] = opt("First-order: rows per gradient batch (default 8).")
+
+
+@dataclass
+class ClusterValueOptions(FirstOrderOptions):
+    """Where SHED's cluster values come from."""
+
+    cluster_value: Optional[str] = opt("Cluster values: shapley (proxy fine-tunes; default) or first-order (row values summed, zero fine-tunes).")
+    cluster_value_reduce: Optional[str] = opt("--cluster-value first-order: sum (default) or mean of the cluster's row values.")
+
+
+@dataclass
 class BackendOptions:
     """Where the independent fine-tune jobs run."""
 

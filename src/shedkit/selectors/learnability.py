@@ -237,12 +237,35 @@ def select_learnable(
     quota  -- shares per group (anything :func:`parse_quota` reads); needs ``groups``.
     """
     base = np.asarray(loss_base, dtype=np.float64)
-    scores = learnability(base, loss_ref)
-    size = len(base)
+    return select_by_score(learnability(base, loss_ref), n, guard_loss=base, easy_quantile=easy_quantile,
+                           hard_quantile=hard_quantile, groups=groups, quota=quota)
+
+
+def select_by_score(
+    scores,
+    n: int,
+    *,
+    guard_loss=None,
+    easy_quantile: float = 0.0,
+    hard_quantile: float = 0.0,
+    groups: Sequence[Any] | None = None,
+    quota: Any = None,
+) -> LearnabilitySelection:
+    """Top ``n`` rows by any score (NaN = undefined), with the same guards (on ``guard_loss``,
+    a base loss per row) and quotas as :func:`select_learnable`."""
+    scores = np.asarray(scores, dtype=np.float64)
+    size = len(scores)
     n = int(n)
     if not 0 <= n <= size:
         raise ShedkitError(f"budget {n} is outside [0, {size}]")
-    defined = defined_mask(base, loss_ref)
+    defined = np.isfinite(scores)
+    if guard_loss is None:
+        if easy_quantile or hard_quantile:
+            raise ShedkitError("the easy/hard guards need a base loss per row")
+        base = np.zeros(size)
+    else:
+        base = np.asarray(guard_loss, dtype=np.float64)
+        defined &= np.isfinite(base)
     too_easy, too_hard = guard_masks(base, easy_quantile, hard_quantile, defined)
     excluded = np.full(size, "", dtype=object)
     excluded[~defined] = "undefined"

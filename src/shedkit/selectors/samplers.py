@@ -23,17 +23,25 @@ from shedkit.errors import InputError
 FLAT_TEMPERATURE = 1.0
 
 
-def qocs_sample(labels, cluster_values, n: int, rng) -> np.ndarray:
+def qocs_sample(labels, cluster_values, n: int, rng, member_order=None) -> np.ndarray:
     """Quality-Ordered Cluster Sampling: whole clusters in decreasing value until ``n`` rows.
 
     Clusters are ranked by value, highest first, equal values by lower cluster id. Each is
     taken whole while it fits; the first one that does not fit is sampled down uniformly (with
     ``rng``) to fill exactly ``n``. Whole clusters' rows come in ascending row order.
+
+    member_order -- optional ``rows -> rows`` (a cluster's eligible rows, best first; it may
+                    drop rows): a cluster then contributes its eligible rows, and the one that
+                    does not fit its first ones (no randomness). A cluster with fewer eligible
+                    rows than it would get passes the rest on to the next cluster.
     """
     labels, clusters, values = _validate(labels, cluster_values, n)
     rng = np.random.default_rng(rng)
     order = np.lexsort((clusters, -values))  # value descending, then cluster id ascending
     members = _members_by_cluster(labels, clusters)
+    if member_order is not None:
+        members = [np.asarray(member_order(rows), dtype=np.int64) for rows in members]
+        _check_enough(members, n)
     chosen: list[np.ndarray] = []
     remaining = n
     for c in order:
@@ -44,18 +52,22 @@ def qocs_sample(labels, cluster_values, n: int, rng) -> np.ndarray:
             chosen.append(rows)
             remaining -= len(rows)
         else:
-            chosen.append(rng.choice(rows, size=remaining, replace=False))
+            chosen.append(rows[:remaining] if member_order is not None else rng.choice(rows, size=remaining, replace=False))
             remaining = 0
     return np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, dtype=np.int64)
 
 
-def qwcs_sample(labels, cluster_values, n: int, rng, temperature: float | None = None) -> np.ndarray:
+def qwcs_sample(labels, cluster_values, n: int, rng, temperature: float | None = None, member_order=None) -> np.ndarray:
     """Quality-Weighted Cluster Sampling: ``n`` draws of (cluster, then an unchosen member).
 
     Each draw picks a cluster with probability exp(v/τ) / Σ exp(v'/τ) over the clusters that
     still have unchosen rows, then one of its unchosen rows uniformly. ``temperature`` τ > 0
     (``inf`` is uniform over clusters); None uses :func:`default_temperature` of the values of
     the clusters present — call it yourself to record the τ used. Rows come in draw order.
+
+    member_order -- optional ``rows -> rows`` (a cluster's eligible rows, best first): a drawn
+                    cluster then gives its next best row instead of a uniform one; clusters
+                    with no eligible row left leave the draw as exhausted ones do.
     """
     labels, clusters, values = _validate(labels, cluster_values, n)
     tau = default_temperature(values) if temperature is None else float(temperature)
@@ -63,7 +75,11 @@ def qwcs_sample(labels, cluster_values, n: int, rng, temperature: float | None =
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     rng = np.random.default_rng(rng)
     # Drawing a member uniformly without replacement = walking a random permutation of the cluster.
-    queues = [rng.permutation(rows) for rows in _members_by_cluster(labels, clusters)]
+    if member_order is None:
+        queues = [rng.permutation(rows) for rows in _members_by_cluster(labels, clusters)]
+    else:
+        queues = [np.asarray(member_order(rows), dtype=np.int64) for rows in _members_by_cluster(labels, clusters)]
+        _check_enough(queues, n)
     left = np.array([len(q) for q in queues])
     taken = np.zeros(len(clusters), dtype=np.int64)
     chosen = np.empty(n, dtype=np.int64)
@@ -168,6 +184,12 @@ def _check_n(n, size: int) -> None:
         raise ValueError(f"n must be an integer count, got {n!r}")
     if not 0 <= n <= size:
         raise ValueError(f"cannot select {n} rows from {size}")
+
+
+def _check_enough(members: Sequence[np.ndarray], n: int) -> None:
+    have = int(sum(len(m) for m in members))
+    if have < n:
+        raise ValueError(f"only {have} eligible rows in all clusters, fewer than n = {n}")
 
 
 def _validate(labels, cluster_values, n) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

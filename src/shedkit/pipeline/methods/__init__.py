@@ -22,6 +22,10 @@ METHODS: dict[str, str] = {
     "dsir": "dsir",
     "dq": "dq",
     "full": "full",
+    "first-order": "first_order",
+    "shed-hybrid": "shed_hybrid",
+    "lowest-loss": "row_filters",
+    "ifd": "row_filters",
 }
 
 

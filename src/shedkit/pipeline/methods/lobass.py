@@ -47,7 +47,8 @@ import numpy as np
 from shedkit.data.records import Record
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
-from shedkit.pipeline.options import CommonOptions, DeviceOptions, ModelOptions, ScoreOptions, TrainOptions, opt
+from shedkit.pipeline.options import (CommonOptions, DeviceOptions, ModelOptions, RowGuardOptions, ScoreOptions,
+                                      TrainOptions, opt)
 from shedkit.pipeline.options import train_config_from as _train_config
 from shedkit.selectors.learnability import guard_masks, parse_quota, select_learnable
 from shedkit.util.defaults import DEFAULT_MODEL
@@ -60,12 +61,8 @@ SCORE_OPTIONS = {"max_length": "max_length", "precision": "precision", "template
 
 
 @dataclass
-class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions):
+class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions, RowGuardOptions):
     reference: Optional[str] = opt("LoBaSS reference model/adapter path (default: fine-tune on the pool).")
-    easy_quantile: Optional[float] = opt("LoBaSS: drop rows whose base loss is in this lowest quantile.")
-    hard_quantile: Optional[float] = opt("LoBaSS: drop rows whose base loss is in this highest quantile.")
-    quota_by: Optional[str] = opt("LoBaSS: column of the original rows to apply quotas by.")
-    quota: Optional[List[str]] = opt("LoBaSS: GROUP=SHARE (repeatable), e.g. alpaca=0.7.")
     ifd: Optional[bool] = opt("Also compute IFD (loss with / without the instruction) into scores.csv.", flags=("--ifd/--no-ifd",))
     checkpoint_every: Optional[int] = opt("Checkpoint the reference fine-tune every N optimiser steps (default 50; 0 disables); a killed run resumes there.")
 

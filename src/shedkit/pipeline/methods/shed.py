@@ -27,15 +27,16 @@ import numpy as np
 
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
-from shedkit.pipeline.options import (BackendOptions, ClusteringOptions, CommonOptions, ModelOptions, TrainOptions,
-                                      ValuationOptions, opt, train_config_from)
+from shedkit.pipeline.options import (BackendOptions, ClusterValueOptions, ClusteringOptions, CommonOptions, ModelOptions,
+                                      TrainOptions, ValuationOptions, opt, train_config_from)
 from shedkit.pipeline.cluster_sampling import clustering_for, run_from_values, sampling_result, values_by_cluster
 from shedkit.util.defaults import DEFAULT_MODEL
 
 
 
 @dataclass
-class Options(CommonOptions, ClusteringOptions, ModelOptions, ValuationOptions, TrainOptions, BackendOptions):
+class Options(CommonOptions, ClusteringOptions, ModelOptions, ValuationOptions, TrainOptions, BackendOptions,
+              ClusterValueOptions):
     values: Optional[Path] = opt("CSV of cluster,value: skip valuation and only sample.")
     temperature: Optional[float] = opt("QWCS softmax temperature (default from the values' spread).")
 
@@ -44,6 +45,10 @@ def run(ctx: MethodContext) -> MethodResult:
     sampler = "qwcs" if ctx.method == "shed-qwcs" else "qocs"
     if ctx.option("values") is not None:
         return run_from_values(ctx, sampler)
+    if ctx.option("cluster_value", "shapley") == "first-order":  # cluster values from row values
+        from shedkit.pipeline.methods.shed_hybrid import run_shed_first_order
+
+        return run_shed_first_order(ctx, sampler)
     dev = load_targets(ctx.option("target"))
     clustering = clustering_for(ctx)
     proxies = [ctx.records[i] for i in clustering.proxies.tolist()]

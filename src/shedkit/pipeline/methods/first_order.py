@@ -1,0 +1,116 @@
+"""--method first-order: the top rows by first-order value against the target dev set.
+
+Values come from ``shedkit.value.first_order.FirstOrderValuation`` (TracIn/LESS over the
+checkpoints of one short warm-up LoRA fine-tune; cached per row and checkpoint under
+``<cache_dir>/first-order``). Selection is top ``budget`` by value with LoBaSS's guards and
+quotas (``easy_quantile``/``hard_quantile`` on the base model's response loss, computed only
+when a guard is asked; ``quota_by``/``quota``). Rows with no value (empty response, nothing
+left after truncation) are never selected.
+
+Options (None = default): ``model`` ("smollm2-135m"), ``target`` (required; loss rows),
+``fo_normalize`` ("raw" | "cosine"), ``fo_checkpoints`` (2), ``fo_warmup`` (share of the pool,
+or a row count, to warm up on: 0.05), ``fo_layers`` (adapt only the last N decoder layers;
+default every layer), ``fo_projection_dim`` (0: no projected features), ``fo_batch_size`` (8);
+the warm-up fine-tune takes the ``TrainConfig`` fields by name (``epochs``, ``lr``,
+``max_length``, ``precision``, ``lora_r``, ``batch_size``...).
+
+scores.csv columns: ``first_order`` (the value used), ``first_order_raw``,
+``first_order_cosine``, ``response_tokens``, ``excluded``, ``group`` (with quotas).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from dataclasses import dataclass
+
+from shedkit.errors import ShedkitError
+from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import (CommonOptions, DeviceOptions, FirstOrderOptions, ModelOptions, RowGuardOptions,
+                                      ScoreOptions, TrainOptions)
+from shedkit.util.defaults import DEFAULT_MODEL
+
+
+@dataclass
+class Options(CommonOptions, DeviceOptions, ModelOptions, FirstOrderOptions, TrainOptions, ScoreOptions, RowGuardOptions):
+    """first-order: values, warm-up fine-tune (TrainConfig fields), base-loss guards and quotas."""
+
+
+def first_order_fit(ctx: MethodContext):
+    """The fitted FirstOrderValuation of ``ctx.records`` against ``ctx.option("target")``;
+    its result is also saved as ``run_dir/work/first_order.json``."""
+    from shedkit.pipeline.methods.lobass import train_config_from
+    from shedkit.pipeline.methods.shed import load_targets
+    from shedkit.value.registry import get_valuation
+
+    dev = load_targets(ctx.option("target"))
+    if not dev.records:
+        raise ShedkitError("first-order values need a target of instruction/response rows (a loss target), "
+                           "not multiple-choice items")
+    layers = ctx.option("fo_layers")
+    valuation = get_valuation("first-order")(
+        model=str(ctx.option("model", DEFAULT_MODEL)),
+        train_config=train_config_from(ctx),
+        warmup_rows=float(ctx.option("fo_warmup", 0.05)),
+        checkpoints=int(ctx.option("fo_checkpoints", 2)),
+        last_layers=int(layers) if layers else None,
+        normalize=str(ctx.option("fo_normalize", "raw")),
+        projection_dim=int(ctx.option("fo_projection_dim", 0)),
+        batch_size=int(ctx.option("fo_batch_size", 8)),
+        cache_dir=ctx.cache_dir, seed=ctx.seed, device=ctx.option("device"),
+        progress=bool(ctx.option("progress", True)),
+    ).fit(ctx.records, dev)
+    (ctx.run_dir / "work").mkdir(parents=True, exist_ok=True)
+    valuation.result_.save(ctx.run_dir / "work" / "first_order.json")
+    return valuation
+
+
+def first_order_columns(fit) -> dict[str, Sequence[Any]]:
+    return {"first_order": fit.result_.values.tolist(), "first_order_raw": fit.raw_.tolist(),
+            "first_order_cosine": fit.cosine_.tolist(), "response_tokens": fit.n_tokens_.tolist()}
+
+
+def first_order_info(fit) -> dict[str, Any]:
+    stats = dict(fit.stats_)
+    return {"valuation": "first-order", "params": fit.params(), "cache_key": fit.result_.info.get("cache_key"),
+            **{k: stats[k] for k in ("row_gradients_computed", "row_gradients_cached", "warmup", "timings") if k in stats}}
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    from shedkit.pipeline.methods.lobass import group_labels
+    from shedkit.selectors.learnability import select_by_score
+
+    groups = group_labels(ctx.records, ctx.option("quota_by"), ctx.option("quota"))
+    easy, hard = float(ctx.option("easy_quantile", 0.0)), float(ctx.option("hard_quantile", 0.0))
+    t0 = time.perf_counter()
+    fit = first_order_fit(ctx)
+    timings = {"value": time.perf_counter() - t0}
+    guard_loss = None
+    info_extra: dict[str, Any] = {}
+    if easy or hard:
+        t0 = time.perf_counter()
+        guard_loss, info_extra["base_losses"] = base_loss_column(ctx)
+        timings["base_losses"] = time.perf_counter() - t0
+    sel = select_by_score(fit.result_.values, ctx.budget, guard_loss=guard_loss, easy_quantile=easy,
+                          hard_quantile=hard, groups=groups, quota=ctx.option("quota"))
+    columns: dict[str, Sequence[Any]] = {**first_order_columns(fit), "excluded": sel.excluded}
+    if guard_loss is not None:
+        columns["loss_base"] = guard_loss.tolist()
+    if groups is not None:
+        columns["group"] = groups
+    info = {**first_order_info(fit), "selection": sel.info(), **info_extra,
+            "guards": {"easy_quantile": easy, "hard_quantile": hard}}
+    return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
+
+
+def base_loss_column(ctx: MethodContext, ifd: bool = False):
+    """The base model's per-row response loss (NaN for rows without one), and a summary."""
+    from shedkit.models.loading import model_identity, shared_model
+    from shedkit.pipeline.methods.lobass import _losses, score_config_from
+
+    spec = str(ctx.option("model", DEFAULT_MODEL))
+    model, tok = shared_model(spec, device=ctx.option("device"))
+    res = _losses(model, tok, ctx, score_config_from(ctx), model_identity(spec), ifd=ifd)
+    return res.column("loss", len(ctx.records)), {"computed": len(res.ids) - res.cached, "cached": res.cached}
+

@@ -1,0 +1,140 @@
+"""--method lowest-loss | ifd: the plain per-row filters every comparison needs (DESIGN.md).
+
+``lowest-loss``  the rows with the lowest base-model response loss (mean over the response
+                 tokens; the loss cache is shared with LoBaSS).
+``ifd``          Cherry LLM's instruction-following difficulty,
+                 IFD = loss(response | instruction) / loss(response alone). The numerator is
+                 the row's response loss as above (for a multi-turn row: over all its
+                 responses); the denominator scores the last response's text (content +
+                 end-of-turn marker) after a single start token, with no chat template
+                 around it: no default system prompt, no assistant header (Cherry tokenizes
+                 the bare output). ``ifd_order`` "low" (default: the rows the instruction
+                 explains best; on noisy-mix-v1 the cleanest) or "high" (Cherry's choice:
+                 the hardest rows), with ``ifd_drop_ge1`` (Cherry's rule: rows with
+                 IFD >= 1, whose instruction does not help, are never selected).
+
+Both use the LoBaSS guards and quotas (``easy_quantile``, ``hard_quantile``, ``quota_by``,
+``quota``) and the scoring options (``max_length``, ``precision``, ``template``,
+``score_batch_size``, ``max_batch_tokens``). scores.csv: ``loss_base``, (``loss_alone``,
+``ifd``), ``excluded`` ("" or undefined / easy / hard / no-quota / ifd>=1).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from dataclasses import dataclass
+from typing import Optional
+
+from shedkit.errors import ShedkitError
+from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.options import (CommonOptions, DeviceOptions, ModelOptions, RowGuardOptions, ScoreOptions,
+                                      TrainOptions, opt)
+from shedkit.util.defaults import DEFAULT_MODEL
+
+
+@dataclass
+class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions, RowGuardOptions):
+    ifd_order: Optional[str] = opt("--method ifd: low (default; lowest IFD first) or high (Cherry's).")
+    ifd_drop_ge1: Optional[bool] = opt("--method ifd: never select rows with IFD >= 1 (Cherry's rule).",
+                                       flags=("--ifd-drop-ge1/--ifd-keep-ge1",))
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    from shedkit.pipeline.methods.first_order import base_loss_column
+    from shedkit.pipeline.methods.lobass import group_labels
+    from shedkit.selectors.learnability import select_by_score
+
+    groups = group_labels(ctx.records, ctx.option("quota_by"), ctx.option("quota"))
+    order = str(ctx.option("ifd_order", "low"))
+    if order not in ("low", "high"):
+        raise ShedkitError(f"--ifd-order must be 'low' or 'high', not {order!r}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    loss, loss_info = base_loss_column(ctx)
+    timings["base_losses"] = time.perf_counter() - t0
+    columns: dict[str, Sequence[Any]] = {"loss_base": loss.tolist()}
+    info: dict[str, Any] = {"model": str(ctx.option("model", DEFAULT_MODEL)), "base_losses": loss_info}
+    dropped = np.zeros(len(ctx.records), dtype=bool)
+    if ctx.method == "lowest-loss":
+        scores = -loss
+    else:
+        t0 = time.perf_counter()
+        alone, alone_info = response_alone_losses(ctx)
+        timings["response_alone_losses"] = time.perf_counter() - t0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ifd = np.where(alone > 0, loss / alone, np.nan)
+        columns.update(loss_alone=alone.tolist(), ifd=ifd.tolist())
+        scores = -ifd if order == "low" else ifd.copy()
+        if bool(ctx.option("ifd_drop_ge1", False)):
+            with np.errstate(invalid="ignore"):
+                dropped = ifd >= 1
+            scores[dropped] = np.nan
+        info.update(ifd_order=order, ifd_drop_ge1=bool(ctx.option("ifd_drop_ge1", False)),
+                    response_alone=alone_info, ifd_ge1_rows=int(np.sum(ifd >= 1)))
+    easy, hard = float(ctx.option("easy_quantile", 0.0)), float(ctx.option("hard_quantile", 0.0))
+    sel = select_by_score(scores, ctx.budget, guard_loss=loss, easy_quantile=easy, hard_quantile=hard,
+                          groups=groups, quota=ctx.option("quota"))
+    excluded = ["ifd>=1" if d else why for d, why in zip(dropped.tolist(), sel.excluded)]
+    columns["excluded"] = excluded
+    if groups is not None:
+        columns["group"] = groups
+    info.update(selection=sel.info(), guards={"easy_quantile": easy, "hard_quantile": hard})
+    return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
+
+
+def encode_response_plain(tokenizer, record, max_length: int, template: str = "auto"):
+    """The last response's target text (content + end-of-turn marker, as the row's own
+    rendering marks it) after one start token, no template around it."""
+    from shedkit.data.records import Turn
+    from shedkit.models.encode import Encoded, render
+
+    text, spans = render(tokenizer, (Turn("assistant", record.response),), template)
+    start, end = spans[-1]
+    ids = tokenizer(text[start:end], add_special_tokens=False)["input_ids"][: max_length - 1]
+    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = np.asarray([int(first if first is not None else 0), *ids], dtype=np.int64)
+    groups = np.ones(len(ids), dtype=np.int16)
+    groups[0] = 0
+    return Encoded(ids, groups)
+
+
+def response_alone_losses(ctx: MethodContext):
+    """Mean loss of each row's last response alone (see ``encode_response_plain``), cached
+    per row under ``<cache_dir>/losses/<key>`` like every other loss."""
+    from shedkit.models.config import ScoreConfig
+    from shedkit.models.device import model_device
+    from shedkit.models.encode import has_empty_response
+    from shedkit.models.loading import model_identity, shared_model
+    from shedkit.models.losses import LossCache, loss_cache_key
+    from shedkit.models.scoring import pad_id_of, token_logprobs
+    from shedkit.pipeline.methods.lobass import score_config_from
+
+    spec = str(ctx.option("model", DEFAULT_MODEL))
+    model, tok = shared_model(spec, device=ctx.option("device"))
+    config: ScoreConfig = score_config_from(ctx)
+    key, meta = loss_cache_key(model_identity(spec), config, model_device(model).type)
+    meta = {**meta, "kind": "response-alone-plain"}
+    from shedkit.models.config import stable_hash
+
+    cache = LossCache(ctx.cache_dir, stable_hash(meta), meta)
+    known = cache.entries()
+    n = len(ctx.records)
+    todo = [i for i, r in enumerate(ctx.records) if not has_empty_response(r) and r.id not in known]
+    if todo:
+        seqs = [encode_response_plain(tok, ctx.records[i], config.max_length, config.template) for i in todo]
+        lps = token_logprobs(model, seqs, pad_id_of(tok), batch_size=config.batch_size,
+                             max_batch_tokens=config.max_batch_tokens, precision=config.precision,
+                             progress=bool(ctx.option("progress", True)), desc="IFD: responses alone")
+        cache.add([{"id": ctx.records[i].id, "loss_alone": float(-lp.mean()) if len(lp) else None}
+                   for i, lp in zip(todo, lps)])
+        known = cache.entries()
+    out = np.full(n, np.nan)
+    for i, r in enumerate(ctx.records):
+        v = known.get(r.id, {}).get("loss_alone")
+        if v is not None:
+            out[i] = v
+    return out, {"computed": len(todo), "cached": n - len(todo), "key": stable_hash(meta)}

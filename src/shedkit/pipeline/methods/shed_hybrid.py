@@ -1,0 +1,200 @@
+"""--method shed-hybrid: SHED's cluster values decide how many rows each cluster gets; inside a
+cluster rows go best-first by a row score.
+
+1. cluster the pool (``shed_sampling.clustering_for``, shared with SHED);
+2. cluster values: ``cluster_value`` "shapley" (default: SHED's proxy fine-tunes, the same
+   cached v(S) as shed-qocs/shed-qwcs), "first-order" (the sum or mean -- ``cluster_value_reduce``
+   -- of the first-order values of the cluster's rows: no extra fine-tune), or a
+   ``values`` file (cluster,value CSV);
+3. allocation by ``sampler`` "qocs" (default) or "qwcs" (``temperature`` as for SHED), rows
+   best-first by ``row_score``: "first-order" (default), "learnability" (LoBaSS, with its
+   reference fine-tune), "ifd" (lowest IFD first), "loss" (lowest base loss first), or
+   "random" (SHED's own uniform sampling, row for row at the same seed). ``row_keep`` q < 1
+   keeps only the best ceil(q m) scored rows of each cluster (see ``selectors.hybrid``).
+
+scores.csv: ``cluster``, ``is_proxy``, ``cluster_value``, ``row_score``, ``cluster_taken`` (rows
+selected from the row's cluster), ``left_out`` (why an unselected row was not taken), plus the
+score's own columns (``first_order*``, ``loss_base``, ``ifd``, ``learnability``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from dataclasses import dataclass
+from typing import Optional
+
+from shedkit.errors import ShedkitError
+from shedkit.pipeline.methods.base import MethodContext, MethodResult
+from shedkit.pipeline.methods.shed import Options as ShedOptions
+from shedkit.pipeline.options import ScoreOptions, opt
+from shedkit.selectors.hybrid import ROW_SCORES
+from shedkit.util.defaults import DEFAULT_MODEL
+
+
+@dataclass
+class Options(ShedOptions, ScoreOptions):
+    """SHED's options (clusters, cluster values, valuation, fine-tunes) plus the row-level ones."""
+
+    sampler: Optional[str] = opt("shed-hybrid: qocs (default) or qwcs allocation of rows to clusters.")
+    row_score: Optional[str] = opt("shed-hybrid: first-order (default) | learnability | ifd | loss | random (= SHED).")
+    row_keep: Optional[float] = opt("shed-hybrid: keep only this best share of each cluster's rows (default 1).")
+    reference: Optional[str] = opt("LoBaSS reference model/adapter path (default: fine-tune on the pool).")
+    checkpoint_every: Optional[int] = opt("Checkpoint the reference fine-tune every N optimiser steps (default 50; 0 disables); a killed run resumes there.")
+
+CLUSTER_VALUES = ("shapley", "first-order")
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    from shedkit.pipeline.methods.shed_sampling import clustering_for
+    from shedkit.selectors.hybrid import hybrid_select
+
+    sampler = str(ctx.option("sampler", "qocs"))
+    row_score = str(ctx.option("row_score", "first-order"))
+    source = "file" if ctx.option("values") is not None else str(ctx.option("cluster_value", "shapley"))
+    if sampler not in ("qocs", "qwcs"):
+        raise ShedkitError(f"--sampler must be 'qocs' or 'qwcs', not {sampler!r}")
+    if row_score not in ROW_SCORES:
+        raise ShedkitError(f"--row-score must be one of {', '.join(ROW_SCORES)}, not {row_score!r}")
+    if source not in (*CLUSTER_VALUES, "file"):
+        raise ShedkitError(f"--cluster-value must be one of {', '.join(CLUSTER_VALUES)}, not {source!r}")
+    timings: dict[str, float] = {}
+    info: dict[str, Any] = {"sampler": sampler, "row_score": row_score, "cluster_value": source}
+    columns: dict[str, Any] = {}
+    clustering = clustering_for(ctx)
+    for stage in ("embed", "cluster"):
+        if f"seconds_{stage}" in clustering.info:
+            timings[stage] = float(clustering.info[f"seconds_{stage}"])
+
+    fit = None
+    if row_score == "first-order" or source == "first-order":
+        from shedkit.pipeline.methods.first_order import first_order_columns, first_order_fit, first_order_info
+
+        t0 = time.perf_counter()
+        fit = first_order_fit(ctx)
+        timings["first_order"] = time.perf_counter() - t0
+        columns.update(first_order_columns(fit))
+        info["first_order"] = first_order_info(fit)
+
+    t0 = time.perf_counter()
+    cluster_values = _cluster_values(ctx, clustering, source, fit, info)
+    timings["cluster_values"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = _row_scores(ctx, row_score, fit, columns, info)
+    timings["row_scores"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    try:
+        sel = hybrid_select(clustering.labels, cluster_values, ctx.budget, np.random.default_rng(ctx.seed), sampler,
+                            row_scores=scores, row_keep=float(ctx.option("row_keep", 1.0)),
+                            temperature=ctx.option("temperature"))
+    except ValueError as exc:
+        raise ShedkitError(f"shed-hybrid: {exc}") from exc
+    timings["sample"] = time.perf_counter() - t0
+    labels = clustering.labels
+    value_of = np.array([cluster_values[c] for c in range(clustering.n_clusters)], dtype=np.float64)
+    columns.update(
+        cluster=labels.tolist(), is_proxy=clustering.is_proxy.tolist(), cluster_value=value_of[labels].tolist(),
+        row_score=(scores.tolist() if scores is not None else [""] * len(labels)),
+        cluster_taken=[sel.allocation[int(c)] for c in labels], left_out=sel.left_out,
+    )
+    info.update(n_clusters=clustering.n_clusters, row_keep=float(ctx.option("row_keep", 1.0)), selection=sel.info(),
+                **{f"clustering_{k}": v for k, v in clustering.info.items() if k != "settings"})
+    return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
+
+
+def first_order_cluster_values(labels, row_values, n_clusters: int, reduce: str = "sum") -> dict[int, float]:
+    """Each cluster's value: the sum (or mean) of its rows' finite first-order values; a
+    cluster with none gets the lowest value of the others (it is taken last)."""
+    if reduce not in ("sum", "mean"):
+        raise ShedkitError(f"--cluster-value-reduce must be 'sum' or 'mean', not {reduce!r}")
+    labels = np.asarray(labels)
+    values = np.asarray(row_values, dtype=np.float64)
+    out: dict[int, float] = {}
+    for c in range(n_clusters):
+        v = values[(labels == c) & np.isfinite(values)]
+        out[c] = float(v.sum() if reduce == "sum" else v.mean()) if len(v) else float("nan")
+    finite = [v for v in out.values() if np.isfinite(v)]
+    if not finite:
+        raise ShedkitError("no row has a first-order value: cannot value the clusters")
+    return {c: (v if np.isfinite(v) else min(finite)) for c, v in out.items()}
+
+
+def _cluster_values(ctx: MethodContext, clustering, source: str, fit, info: dict) -> dict[int, float]:
+    if source == "file":
+        from shedkit.selectors.samplers import read_cluster_values
+
+        info["values_file"] = str(ctx.option("values"))
+        return read_cluster_values(ctx.option("values"))
+    if source == "first-order":
+        reduce = str(ctx.option("cluster_value_reduce", "sum"))
+        info["cluster_value_reduce"] = reduce
+        return first_order_cluster_values(clustering.labels, fit.result_.values, clustering.n_clusters, reduce)
+    from shedkit.pipeline.methods.shed import load_targets, valuation_info, value_proxies
+    from shedkit.pipeline.methods.shed_sampling import values_by_cluster
+
+    proxies = [ctx.records[i] for i in clustering.proxies.tolist()]
+    valuation, utility_stats, settings = value_proxies(ctx, proxies, load_targets(ctx.option("target")))
+    (ctx.run_dir / "work").mkdir(parents=True, exist_ok=True)
+    valuation.save(ctx.run_dir / "work" / "valuation.json")
+    info.update(estimator=valuation_info(valuation), fine_tunes=utility_stats, value_settings=settings)
+    return values_by_cluster(clustering, ctx.records, valuation.as_dict())
+
+
+def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: dict):
+    """Higher = taken first; NaN = never taken; None = random order (SHED's)."""
+    if row_score == "random":
+        return None
+    if row_score == "first-order":
+        return np.asarray(fit.result_.values, dtype=np.float64)
+    from shedkit.pipeline.methods.first_order import base_loss_column
+
+    loss, loss_info = base_loss_column(ctx)
+    columns["loss_base"] = loss.tolist()
+    info["base_losses"] = loss_info
+    if row_score == "loss":
+        return -loss
+    if row_score == "ifd":
+        from shedkit.pipeline.methods.row_filters import response_alone_losses
+
+        alone, alone_info = response_alone_losses(ctx)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ifd = np.where(alone > 0, loss / alone, np.nan)
+        columns["ifd"] = ifd.tolist()
+        info["response_alone"] = alone_info
+        return -ifd
+    # learnability: LoBaSS's reference model and scores
+    from shedkit.models.loading import shared_model
+    from shedkit.pipeline.methods.lobass import _losses, reference_model, score_config_from, train_config_from
+    from shedkit.selectors.learnability import learnability
+
+    spec = str(ctx.option("model", DEFAULT_MODEL))
+    base, tok = shared_model(spec, device=ctx.option("device"))
+    ref_model, ref_id, ref_info = reference_model(ctx, spec, base, tok, train_config_from(ctx))
+    ref = _losses(ref_model, tok, ctx, score_config_from(ctx), ref_id, ifd=False)
+    scores = learnability(loss, ref.column("loss", len(ctx.records)))
+    columns["learnability"] = scores.tolist()
+    info["reference"] = ref_info
+    return scores
+
+
+def run_shed_first_order(ctx: MethodContext, sampler: str) -> MethodResult:
+    """SHED (``--cluster-value first-order``): cluster values are sums or means of the rows'
+    first-order values (no proxy fine-tunes), then SHED's own QOCS/QWCS sampling."""
+    from shedkit.pipeline.methods.first_order import first_order_columns, first_order_fit, first_order_info
+    from shedkit.pipeline.methods.shed_sampling import clustering_for, sampling_result
+
+    clustering = clustering_for(ctx)
+    t0 = time.perf_counter()
+    fit = first_order_fit(ctx)
+    seconds = time.perf_counter() - t0
+    reduce = str(ctx.option("cluster_value_reduce", "sum"))
+    values = first_order_cluster_values(clustering.labels, fit.result_.values, clustering.n_clusters, reduce)
+    result = sampling_result(ctx, clustering, values, sampler)
+    result.columns.update(first_order_columns(fit))
+    result.info.update(cluster_value="first-order", cluster_value_reduce=reduce, first_order=first_order_info(fit))
+    result.timings["value"] = seconds
+    return result
