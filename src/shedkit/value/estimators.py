@@ -21,7 +21,6 @@ reproduces a killed run exactly without recomputing anything it finished.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import time
@@ -371,14 +370,9 @@ def make_estimator(name: str, **params: Any) -> PermutationEstimator:
     """An estimator by name (``shed``, ``mc``, ``tmc``, ``antithetic``); ``params`` go to its
     constructor (``removal_k`` for shed, ``rtol``/``tolerance`` for tmc; ``stop``, ``seed``,
     ``batch_size``, ``progress`` for all). ``None`` values mean "the default"."""
-    try:
-        cls = ESTIMATORS[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), ESTIMATORS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ShedkitError(
-            f"unknown estimator '{name}' (choose from {', '.join(ESTIMATORS)}){hint}"
-        ) from None
+    from shedkit.value.registry import lookup
+
+    cls = lookup(ESTIMATORS, name, "estimator")
     params = {k: v for k, v in params.items() if v is not None}
     try:
         return cls(**params)
