@@ -17,6 +17,9 @@ VALUATIONS: dict[str, str] = {
     "mc": "shedkit.value.estimators:PermutationMonteCarlo",
     "tmc": "shedkit.value.estimators:TruncatedMonteCarlo",
     "antithetic": "shedkit.value.estimators:AntitheticMonteCarlo",
+    "msr": "shedkit.value.subset_valuations:MSRBanzhaf",
+    "stratified": "shedkit.value.subset_valuations:StratifiedShapley",
+    "cv": "shedkit.value.subset_valuations:ControlVariateShapley",
     "first-order": "shedkit.value.first_order:FirstOrderValuation",
 }
 
