@@ -166,6 +166,7 @@ class Valuation:
                 lambda payload: self._walks(payload, ctx),
                 lambda payload, outcomes: self._fold(state, payload, outcomes),
             )
+            bar.update(state)
         finally:
             bar.close()
         common = dict(
