@@ -33,10 +33,14 @@ def select_command(
     target: Optional[List[Path]] = typer.Option(None, "--target", help="Target dev set(s): Alpaca-style rows or {query, choices, gold} (repeatable)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="loss | mc-accuracy (default: from the target's rows)."),
     model: Optional[str] = typer.Option(None, "--model", help="Proxy/base model: HF id, local path, smollm2-135m or tiny-random."),
-    estimator: Optional[str] = typer.Option(None, "--estimator", help="shed (removal, SHED's) | mc (permutation) | tmc (truncated) | antithetic."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="shed (removal, SHED's) | mc (permutation) | tmc (truncated) | antithetic | msr (MSR Banzhaf) | stratified | cv (control-variate Shapley)."),
     removal_k: Optional[int] = typer.Option(None, "--removal-k", help="SHED: proxies removed per step (default 1)."),
     group_credit: Optional[str] = typer.Option(None, "--group-credit", help="SHED, k>1: 'split' the step's drop among the k removed (efficiency holds; default) or give each the 'full' drop (the paper's wording)."),
     tmc_rtol: Optional[float] = typer.Option(None, "--tmc-rtol", help="Truncated MC: stop a permutation within this relative tolerance of v(full) (default 0.05)."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help="Permutation estimators: stop a walk within this relative tolerance of where it ends (v(full) adding, v(∅) removing); the rest get 0."),
+    antithetic: Optional[bool] = typer.Option(None, "--antithetic/--no-antithetic", help="Permutation estimators: follow each permutation by its reverse."),
+    surrogate: Optional[Path] = typer.Option(None, "--surrogate", help="cv: per-proxy surrogate values, JSON {id: value} or CSV id,value (default: a linear model fitted on the fine-tunes so far)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="SHED: print the planned fine-tunes, time one real fine-tune, print the estimated wall time, and exit."),
     permutations: Optional[int] = typer.Option(None, "--permutations", help="Number of permutations T."),
     max_evals: Optional[int] = typer.Option(None, "--max-evals", help="Stop after this many fine-tunes."),
     max_time: Optional[float] = typer.Option(None, "--max-time", help="Stop valuation after this many seconds."),
@@ -78,14 +82,21 @@ def select_command(
 
     from shedkit.pipeline.select import select
 
+    from shedkit.value.planning import DryRunFinished
+
     params = merge_config(ctx, dict(ctx.params), config)
     options = {k: v for k, v in params.items() if k not in CORE and v is not None and v != []}
-    result = select(
-        params["pool"], method=params["method"], budget=params["budget"], seed=params["seed"],
-        out=params["out"], format=params["format"], fields=params["field"], dedup=params["dedup"],
-        skip_empty=params["skip_empty"], cache_dir=params["cache_dir"],
-        command=["shedkit", *sys.argv[1:]], **options,
-    )
+    if not options.get("dry_run"):
+        options.pop("dry_run", None)
+    try:
+        result = select(
+            params["pool"], method=params["method"], budget=params["budget"], seed=params["seed"],
+            out=params["out"], format=params["format"], fields=params["field"], dedup=params["dedup"],
+            skip_empty=params["skip_empty"], cache_dir=params["cache_dir"],
+            command=["shedkit", *sys.argv[1:]], **options,
+        )
+    except DryRunFinished:
+        raise typer.Exit(0)  # the plan is printed already
     console = Console(highlight=False)
     console.print(f"selected {result.budget} of {len(result.pool.records)} rows with {result.method}")
     for name, path in result.files.items():

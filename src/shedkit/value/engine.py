@@ -9,6 +9,8 @@ rule. Hence:
 
 - ``MaxEvaluations(n)``: no evaluation is started beyond the budget the rule has left, so a
   run computes at most n (at most n + workers whatever the rule);
+- ``MaxPermutations(T)``: no sample beyond the T-th is started, so nothing is computed that
+  the estimate will not use;
 - ``MaxTime(s)``: the rule is checked after each evaluation; when it fires the loop starts
   nothing new and only waits for those already running: at most one fine-tune per worker;
 - a sample is folded only once complete, in stream order. A permutation that a stop cut short
@@ -158,6 +160,9 @@ class EvaluationLoop:
             if i == len(active):
                 if len(active) >= max(2, 2 * self.in_flight + 1):
                     break
+                allowed = self.stop.sample_budget(self.progress)
+                if allowed is not None and len(active) >= allowed:
+                    break  # no sample the rule will not let us fold
                 payload = next(stream, None)
                 if payload is None:
                     self._exhausted = True

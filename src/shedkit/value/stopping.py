@@ -48,6 +48,10 @@ class Progress:
     def n_permutations(self) -> int:
         return self.n_samples * self.unit_size
 
+    def samples_for_permutations(self, permutations: int) -> int:
+        """Samples that make up ``permutations`` permutations (antithetic pairs round up)."""
+        return -(-int(permutations) // self.unit_size)
+
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -103,6 +107,11 @@ class StoppingRule:
         """How many more evaluations may start before the rule must fire (None: no limit)."""
         return None
 
+    def sample_budget(self, progress: Progress) -> int | None:
+        """How many more samples may start before the rule must fire (None: no limit), so
+        that a run capped by permutations computes nothing for a sample it will not use."""
+        return None
+
     def planned_evaluations(self, per_permutation: float, fixed: int = 2) -> float | None:
         """Evaluations a run under this rule makes at most (None: bounded by time or quality
         only). ``per_permutation``: new evaluations one permutation costs; ``fixed``: the
@@ -134,6 +143,10 @@ class AllOf(StoppingRule):
         budgets = [r.evaluation_budget(progress) for r in self.rules]
         return None if any(b is None for b in budgets) else max(budgets)
 
+    def sample_budget(self, progress):
+        budgets = [r.sample_budget(progress) for r in self.rules]
+        return None if any(b is None for b in budgets) else max(budgets)
+
     def planned_evaluations(self, per_permutation, fixed=2):
         plans = [r.planned_evaluations(per_permutation, fixed) for r in self.rules]
         return None if any(p is None for p in plans) else max(plans)
@@ -158,6 +171,10 @@ class AnyOf(StoppingRule):
 
     def evaluation_budget(self, progress):
         budgets = [b for r in self.rules if (b := r.evaluation_budget(progress)) is not None]
+        return min(budgets) if budgets else None
+
+    def sample_budget(self, progress):
+        budgets = [b for r in self.rules if (b := r.sample_budget(progress)) is not None]
         return min(budgets) if budgets else None
 
     def planned_evaluations(self, per_permutation, fixed=2):
@@ -190,6 +207,9 @@ class MaxPermutations(StoppingRule):
 
     def planned_evaluations(self, per_permutation, fixed=2):
         return fixed + self.n * per_permutation
+
+    def sample_budget(self, progress):
+        return max(0, progress.samples_for_permutations(self.n) - progress.n_samples)
 
     def __str__(self):
         return f"MaxPermutations({self.n})"

@@ -113,6 +113,9 @@ class _SubsetState:
     def n_permutations(self) -> int:
         return self.n_samples // max(1, self.n_players)
 
+    def samples_for_permutations(self, permutations: int) -> int:
+        return int(permutations) * max(1, self.n_players)
+
     def add(self, mask, stratum, y_in, y_out, base) -> None:
         self.halves[self.n_samples % 2].add(mask, stratum, y_in, y_out, base)
         self.n_samples += 1
