@@ -180,11 +180,12 @@ def real_utility(players: int, args):
     from shedkit.value import CachedUtility
 
     data = Path(args.data)
-    pool = load_pool(data / "pool.jsonl")
+    pool = load_pool(data / "pool.jsonl", skip_empty=True)
     labels = [json.loads(line)["label"] for line in open(data / "pool_labels.jsonl")]
     rng = np.random.default_rng(args.proxy_seed)
-    chosen = sorted(rng.choice(len(pool.records), size=players, replace=False).tolist())
-    proxies = [pool.records[i] for i in chosen]
+    picked = sorted(rng.choice(len(pool.records), size=players, replace=False).tolist())
+    proxies = [pool.records[i] for i in picked]
+    chosen = [r.index for r in proxies]  # line numbers of the pool file
     dev = read_dev(data / "target_alpaca_dev.jsonl")
     dev = DevSet(records=dev.records[: args.dev_rows], source=f"{dev.source}[:{args.dev_rows}]")
     train = TrainConfig(epochs=1.0, max_length=args.max_length, precision=args.precision)

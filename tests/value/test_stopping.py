@@ -130,3 +130,11 @@ def test_invalid_rules():
         MaxEvaluations(10, count="fresh")
     with pytest.raises(ValueError):
         RankStability(1.5)
+
+
+def test_rules_read_a_finished_result_too():
+    result = fit(MaxPermutations(12))
+    assert MaxPermutations(12).check(result) and not MaxPermutations(13).check(result)
+    assert MaxEvaluations(result.n_evaluations).check(result)
+    assert StandardErrorBelow(float(result.stderr.max())).check(result)
+    assert RankStability(-0.99).check(result)

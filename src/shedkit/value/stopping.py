@@ -25,11 +25,12 @@ from shedkit.value.result import spearman
 
 
 class Progress:
-    """Running state of an estimation, updated once per sample in stream order.
+    """Running state of a permutation valuation; samples are folded in stream order.
 
     n_permutations -- permutations folded in so far (2 per antithetic sample)
     n_samples      -- independent samples (permutations, or antithetic pairs)
-    n_evaluations  -- distinct subsets the folded samples used (computed or from the cache)
+    n_evaluations  -- distinct subsets the run has evaluated so far (computed or from the
+                      cache), updated by the evaluation loop after every evaluation
     n_computed     -- evaluations the utility actually computed during this run
     elapsed        -- seconds since the run started
     """
