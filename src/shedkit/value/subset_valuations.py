@@ -296,9 +296,9 @@ class ControlVariateShapley(StratifiedShapley):
     def fit(self, utility, players=None, backend=None):
         self._players = tuple(players if players is not None else (getattr(utility, "players", None) or ()))
         if self.surrogate is not None:
-            missing = [p for p in self._players if p not in self.surrogate]
-            if missing:
-                raise ShedkitError(f"surrogate has no value for {len(missing)} player(s), e.g. {missing[0]!r}")
+            from shedkit.value.surrogates import given_vector
+
+            given_vector(self.surrogate, self._players)  # every player has a value
         return super().fit(utility, players, backend)
 
     def _running_state(self, n, ctx):
@@ -317,16 +317,10 @@ class ControlVariateShapley(StratifiedShapley):
             self._next_fit = max(state.n_samples + 1, int(state.n_samples * self.refit_growth))
 
     def _refit(self, state):
+        from shedkit.value.surrogates import fit_additive, given_vector
+
         n, ctx = state.n_players, state.ctx
-        X = np.vstack([np.zeros(n, bool), np.ones(n, bool), *self._masks]).astype(float)
-        y = np.array([ctx.v_empty, ctx.v_full, *self._values]) - ctx.v_empty
-        if self.surrogate is not None:
-            g = np.array([float(self.surrogate[p]) for p in self._players])
-            z = X @ g
-            scale = float(z @ y / (z @ z)) if z @ z > 0 else 0.0
-            self._surrogate = scale * g
-            return
-        scale = np.sqrt(np.mean(X * X, axis=0)) + 1e-12
-        A = X / scale
-        w = np.linalg.solve(A.T @ A + self.ridge * len(y) * np.eye(n), A.T @ y)
-        self._surrogate = w / scale
+        masks = np.vstack([np.zeros(n, bool), np.ones(n, bool), *self._masks])
+        values = np.array([ctx.v_empty, ctx.v_full, *self._values])
+        given = None if self.surrogate is None else given_vector(self.surrogate, self._players)
+        self._surrogate = fit_additive(masks, values, ctx.v_empty, given, self.ridge)
