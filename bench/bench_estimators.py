@@ -45,6 +45,7 @@ from shedkit.value import (
     MSRBanzhaf,
     PermutationMonteCarlo,
     ProxyLikeGame,
+    RegressionShapley,
     ShedRemoval,
     StratifiedShapley,
     TruncatedMonteCarlo,
@@ -66,6 +67,7 @@ def estimators(paper_k: int) -> dict:
         "msr (Banzhaf)": lambda **kw: MSRBanzhaf(**kw),
         "stratified": lambda **kw: StratifiedShapley(**kw),
         "cv (linear surrogate)": lambda **kw: ControlVariateShapley(**kw),
+        "regression (KernelSHAP, paired)": lambda **kw: RegressionShapley(**kw),
     }
 
 

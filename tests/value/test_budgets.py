@@ -50,6 +50,7 @@ NAMES = {
     "msr": {},
     "stratified": {},
     "cv": {},
+    "regression": {},
 }
 
 

@@ -33,7 +33,7 @@ def select_command(
     target: Optional[List[Path]] = typer.Option(None, "--target", help="Target dev set(s): Alpaca-style rows or {query, choices, gold} (repeatable)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="loss | mc-accuracy (default: from the target's rows)."),
     model: Optional[str] = typer.Option(None, "--model", help="Proxy/base model: HF id, local path, smollm2-135m or tiny-random."),
-    estimator: Optional[str] = typer.Option(None, "--estimator", help="shed (removal, SHED's) | mc (permutation) | tmc (truncated) | antithetic | msr (MSR Banzhaf) | stratified | cv (control-variate Shapley)."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="shed (removal, SHED's) | mc (permutation) | tmc (truncated) | antithetic | msr (MSR Banzhaf) | stratified | cv (control-variate Shapley) | regression (KernelSHAP, paired)."),
     removal_k: Optional[int] = typer.Option(None, "--removal-k", help="SHED: proxies removed per step (default 1)."),
     group_credit: Optional[str] = typer.Option(None, "--group-credit", help="SHED, k>1: 'split' the step's drop among the k removed (efficiency holds; default) or give each the 'full' drop (the paper's wording)."),
     tmc_rtol: Optional[float] = typer.Option(None, "--tmc-rtol", help="Truncated MC: stop a permutation within this relative tolerance of v(full) (default 0.05)."),

@@ -7,7 +7,7 @@ truncation) and stopping rules, composed by a valuation's ``fit`` into a ``Valua
     stopping.py           MaxPermutations, MaxEvaluations, MaxTime, StandardErrorBelow, ...
     engine.py             EvaluationLoop: one evaluation (fine-tune) at a time, stops between
     estimators.py         Valuation, PermutationValuation and its presets (shed, mc, tmc, ...)
-    subset_valuations.py  MSRBanzhaf, StratifiedShapley, ControlVariateShapley
+    subset_valuations.py  MSRBanzhaf, StratifiedShapley, ControlVariateShapley, RegressionShapley
     result.py             ValuationResult (marginals or plain values; merge; save/load)
     registry.py           get_valuation(name): lazy "module:Class" entries
     games.py              games with known values, for tests and benchmarks
@@ -35,7 +35,12 @@ from shedkit.value.samplers import (
     StratifiedSubsetSampler,
     UniformSubsetSampler,
 )
-from shedkit.value.subset_valuations import ControlVariateShapley, MSRBanzhaf, StratifiedShapley
+from shedkit.value.subset_valuations import (
+    ControlVariateShapley,
+    MSRBanzhaf,
+    RegressionShapley,
+    StratifiedShapley,
+)
 from shedkit.value.games import (
     AdditiveGame,
     GloveGame,
@@ -70,6 +75,7 @@ __all__ = [
     "MSRBanzhaf",
     "PermutationSampler",
     "PermutationValuation",
+    "RegressionShapley",
     "RelativeTruncation",
     "RemoveK",
     "StratifiedShapley",

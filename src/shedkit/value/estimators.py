@@ -365,9 +365,11 @@ class TruncatedMonteCarlo(PermutationValuation):
 
 
 def _subset_valuations() -> dict[str, type]:
-    from shedkit.value.subset_valuations import ControlVariateShapley, MSRBanzhaf, StratifiedShapley
+    from shedkit.value.subset_valuations import (ControlVariateShapley, MSRBanzhaf, RegressionShapley,
+                                                 StratifiedShapley)
 
-    return {"msr": MSRBanzhaf, "stratified": StratifiedShapley, "cv": ControlVariateShapley}
+    return {"msr": MSRBanzhaf, "stratified": StratifiedShapley, "cv": ControlVariateShapley,
+            "regression": RegressionShapley}
 
 
 ESTIMATORS: dict[str, type[Valuation]] = {
@@ -380,7 +382,7 @@ ESTIMATORS: dict[str, type[Valuation]] = {
 
 def make_estimator(name: str, **params: Any) -> Valuation:
     """An estimator by name (``shed``, ``mc``, ``tmc``, ``antithetic``, ``msr``, ``stratified``,
-    ``cv``); ``params`` go to its constructor (``removal_k``/``group_credit`` for shed,
+    ``cv``, ``regression``); ``params`` go to its constructor (``removal_k``/``group_credit`` for shed,
     ``rtol``/``tolerance`` for tmc, ``truncation``/``antithetic`` for the permutation ones,
     ``surrogate`` for cv; ``stop``, ``seed``, ``batch_size``, ``progress`` for all). ``None``
     values mean "the default"."""

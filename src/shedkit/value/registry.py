@@ -20,6 +20,7 @@ VALUATIONS: dict[str, str] = {
     "msr": "shedkit.value.subset_valuations:MSRBanzhaf",
     "stratified": "shedkit.value.subset_valuations:StratifiedShapley",
     "cv": "shedkit.value.subset_valuations:ControlVariateShapley",
+    "regression": "shedkit.value.subset_valuations:RegressionShapley",
     "first-order": "shedkit.value.first_order:FirstOrderValuation",
 }
 

@@ -10,6 +10,9 @@
   Kolpaczki et al.'s stratified SVARM). Strata 0 and n are v(∅) and v(full); strata 1 and n−1
   are enumerated first (the n singletons and the n leave-one-out sets, 2n evaluations, exact);
   the sizes 2..n−2 are then sampled in a shuffled round-robin.
+- ``RegressionShapley``: KernelSHAP with paired sampling: the constrained least-squares
+  additive fit to v over kernel-weighted subsets and their complements (consistent, not
+  unbiased; efficient by construction).
 - ``ControlVariateShapley``: the same with an additive surrogate u(S) = Σ_{i∈S} w_i removed
   first: φ = φ(u) + φ(v − u), where φ(u)_i = w_i, and the stratum means of u are known in
   closed form, so each sample contributes v(S) − u(S) + E[u | stratum]. The surrogate is a
@@ -324,3 +327,126 @@ class ControlVariateShapley(StratifiedShapley):
         values = np.array([ctx.v_empty, ctx.v_full, *self._values])
         given = None if self.surrogate is None else given_vector(self.surrogate, self._players)
         self._surrogate = fit_additive(masks, values, ctx.v_empty, given, self.ridge)
+
+
+class _RegressionState:
+    """Running sums of a constrained least-squares Shapley fit (see ``RegressionShapley``)."""
+
+    def __init__(self, n: int, ctx: GameContext):
+        self.n_players, self.ctx = n, ctx
+        self.masks: list[np.ndarray] = []  # per pair: the subset's mask (its complement is ~mask)
+        self.pair_values: list[tuple[float, float]] = []  # per pair: v(S) − v(∅), v(N∖S) − v(∅)
+        self.n_samples = 0
+        self.n_evaluations = 0
+        self.n_computed = 0
+        self.start = time.monotonic()
+        self._cache: dict = {}
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
+    def n_permutations(self) -> int:
+        return 2 * self.n_samples // max(1, self.n_players)
+
+    def samples_for_permutations(self, permutations: int) -> int:
+        return -(-int(permutations) * max(1, self.n_players) // 2)
+
+    def add(self, mask: np.ndarray, v_in: float, v_out: float) -> None:
+        self.masks.append(mask)
+        self.pair_values.append((v_in - self.ctx.v_empty, v_out - self.ctx.v_empty))
+        self.n_samples += 1
+        self._cache.clear()
+
+    def _fit(self, rows: slice | np.ndarray):
+        n, total = self.n_players, self.ctx.v_full - self.ctx.v_empty
+        M = np.asarray(self.masks, dtype=float).reshape(-1, n)[rows]
+        Y = np.asarray(self.pair_values, dtype=float).reshape(-1, 2)[rows]
+        pairs = len(M)
+        if pairs == 0:
+            return np.full(n, total / n), np.full(n, np.inf)
+        Mc = 1.0 - M
+        A = (M.T @ M + Mc.T @ Mc) / pairs + 1e-9 * np.eye(n)
+        b = (M.T @ Y[:, 0] + Mc.T @ Y[:, 1]) / pairs
+        Ainv = np.linalg.pinv(A)
+        ones = np.ones(n)
+        a1 = Ainv @ ones
+        H = Ainv - np.outer(a1, a1) / (ones @ a1)  # solution map under Σφ = v(N) − v(∅)
+        phi = H @ b + a1 * total / (ones @ a1)
+        if pairs < 2:
+            return phi, np.full(n, np.inf)
+        U = M * (Y[:, :1] - M @ phi[:, None]) + Mc * (Y[:, 1:] - Mc @ phi[:, None])  # per-pair scores
+        cov = np.cov(U, rowvar=False) / pairs
+        return phi, np.sqrt(np.maximum(np.diag(H @ cov @ H.T), 0))
+
+    def _estimate(self, which: str):
+        if which not in self._cache:
+            rows = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}[which]
+            self._cache[which] = self._fit(rows)
+        return self._cache[which]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._estimate("all")[0]
+
+    def rank_stability(self) -> float:
+        if self.n_samples < 4:
+            return float("nan")
+        return spearman(self._estimate("even")[0], self._estimate("odd")[0])
+
+    @property
+    def stderr(self) -> np.ndarray:
+        return self._estimate("all")[1]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.full(self.n_players, 2 * self.n_samples, dtype=np.int64)
+
+
+class _KernelPairSampler:
+    """Subset sizes s ∈ 1..n−1 with probability ∝ 1/(s(n−s)) (the Shapley kernel's size
+    marginal), the subset uniform of that size; its complement is evaluated with it."""
+
+    kind = "subset"
+
+    def samples(self, rng, n):
+        if n < 2:
+            return
+        sizes = np.arange(1, n)
+        p = 1.0 / (sizes * (n - sizes))
+        p /= p.sum()
+        while True:
+            yield np.sort(rng.choice(n, size=int(rng.choice(sizes, p=p)), replace=False))
+
+
+class RegressionShapley(SubsetValuation):
+    """KernelSHAP-style Shapley values (Lundberg & Lee; paired sampling as Covert & Lee): the
+    additive model φ that best fits v(S) − v(∅) ≈ Σ_{i∈S} φ_i in least squares over subsets drawn
+    from the Shapley kernel, each with its complement, under Σ φ_i = v(full) − v(∅). Exact for
+    additive games and efficient by construction; consistent (not unbiased at a finite sample
+    size). Standard errors: the sandwich (delta-method) variance over the pairs."""
+
+    name = "regression"
+    sampler = _KernelPairSampler()
+
+    def evaluations_per_permutation(self, n):
+        return n
+
+    def _running_state(self, n, ctx):
+        return _RegressionState(n, ctx)
+
+    def _walks(self, subset, ctx):
+        complement = np.setdiff1d(np.arange(ctx.n), subset)
+        return [_one(subset), _one(complement)]
+
+    def _fold(self, state, subset, outcomes):
+        mask = np.zeros(state.n_players, dtype=bool)
+        mask[subset] = True
+        state.add(mask, outcomes[0], outcomes[1])
+
+    def _result(self, state, players, ctx, common):
+        return ValuationResult.from_values(
+            players, state.values, state.stderr if state.n_samples >= 2 else None, state.counts,
+            n_samples=state.n_samples, rank_stability=state.rank_stability(), **common,
+        )

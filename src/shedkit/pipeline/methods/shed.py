@@ -80,7 +80,8 @@ def load_targets(targets) -> "object":
 def value_proxies(ctx: MethodContext, proxies, dev):
     """Shapley values of the proxies (keyed by record id) and the fine-tune counts.
 
-    Estimator options: ``estimator`` (shed | mc | tmc | antithetic | msr | stratified | cv),
+    Estimator options: ``estimator`` (shed | mc | tmc | antithetic | msr | stratified | cv |
+    regression),
     ``removal_k``/``group_credit`` (shed), ``tmc_rtol`` (tmc), ``truncation`` (relative
     tolerance, any permutation estimator; for shed a walk stops once v(S) is that close to
     v(∅)), ``antithetic`` (any permutation estimator), ``surrogate`` (cv: a JSON {proxy id:
