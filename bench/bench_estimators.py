@@ -131,6 +131,8 @@ def run_table(utility, players, reference, args, label: str) -> dict:
     print("|---|---|---|---|---|---|")
     figures = {}
     for name, make in estimators(args.paper_k).items():
+        if args.only and not any(o in name for o in args.only):
+            continue
         reach, stay, final = [], [], []
         for seed in range(args.seeds):
             tracer = Tracer(reference)
@@ -264,6 +266,7 @@ def main(argv=None):
     parser.add_argument("--reference-permutations", type=int, default=4000)
     parser.add_argument("--noise", type=float, default=0.02, help="game: per-subset score noise")
     parser.add_argument("--game-seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", help="run only the estimators whose name contains one of these")
     parser.add_argument("--real", action="store_true", help="SmolLM2 fine-tunes instead of the game")
     parser.add_argument("--exact", action="store_true", help="real: evaluate all 2^K subsets (reference = exact)")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/bench/noisy-mix-v1"))
