@@ -283,7 +283,8 @@ def main(argv=None):
     results = [(bench_real if args.real else bench_game)(k, args) for k in args.players]
     env["load_after"] = machine()["load"]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("figures-real.json" if args.real else "figures-game.json")
+    path = args.out / ("figures-real" if args.real else "figures-game")
+    path = path.with_name(path.name + ("-only-" + "-".join(args.only) if args.only else "") + ".json")
     path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": env,
                                 "results": results, "seconds": time.monotonic() - start}, default=float))
     print(f"\n{time.monotonic() - start:.0f}s; figures in {path}")
