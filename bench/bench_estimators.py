@@ -47,6 +47,7 @@ from shedkit.value import (
     ProxyLikeGame,
     RegressionShapley,
     ShedRemoval,
+    StoppingRule,
     StratifiedShapley,
     TruncatedMonteCarlo,
     exact_shapley,
@@ -71,16 +72,21 @@ def estimators(paper_k: int) -> dict:
     }
 
 
-class Tracer:
-    """Progress callback: (evaluations, Spearman vs reference) after every evaluation."""
+class Trace(StoppingRule):
+    """Never fires; records (evaluations, Spearman vs reference) every time the loop checks
+    the rule: after every evaluation and after every folded sample, so an estimator that keeps
+    improving from cached subsets (a finite pool) is traced too. Put it first in an ``|``."""
 
     def __init__(self, reference: np.ndarray):
         self.reference, self.rows = reference, []
 
-    def __call__(self, state):
-        samples = getattr(state, "n_samples", 0)
-        rho = spearman(state.values, self.reference) if samples else float("nan")
-        self.rows.append((state.n_evaluations, rho))
+    def check(self, progress):
+        rho = spearman(progress.values, self.reference) if progress.n_samples else float("nan")
+        self.rows.append((progress.n_evaluations, rho))
+        return False
+
+    def __str__(self):
+        return "Trace"
 
 
 def first_reaching(rows, target) -> float:
@@ -135,8 +141,9 @@ def run_table(utility, players, reference, args, label: str) -> dict:
             continue
         reach, stay, final = [], [], []
         for seed in range(args.seeds):
-            tracer = Tracer(reference)
-            make(stop=MaxEvaluations(budget), seed=seed, progress=tracer).fit(utility, players)
+            tracer = Trace(reference)
+            stop = tracer | MaxEvaluations(budget) | MaxPermutations(args.max_permutations)
+            make(stop=stop, seed=seed).fit(utility, players)
             reach.append(first_reaching(tracer.rows, args.target))
             stay.append(staying(tracer.rows, args.target))
             final.append(tracer.rows[-1][1] if tracer.rows else float("nan"))
@@ -264,6 +271,8 @@ def main(argv=None):
     parser.add_argument("--budget-per-player", type=int, default=40,
                         help="evaluation budget per run, as a multiple of K")
     parser.add_argument("--reference-permutations", type=int, default=4000)
+    parser.add_argument("--max-permutations", type=int, default=400,
+                        help="cap per run in permutations (a finite pool of subsets never fills the budget)")
     parser.add_argument("--noise", type=float, default=0.02, help="game: per-subset score noise")
     parser.add_argument("--game-seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="run only the estimators whose name contains one of these")
