@@ -1,26 +1,37 @@
 """How many utility evaluations ("fine-tunes") each Shapley estimator needs to rank the proxies.
 
-On ``ProxyLikeGame`` (K proxies of varying quality, ~15% harmful, diminishing returns within
-topics, deterministic per-subset noise) this measures, for SHED's removal estimator (k = 1, 3,
-5), plain permutation MC, truncated MC and antithetic MC:
+For each estimator and seed, the run records after **every** evaluation the Spearman
+correlation of its current values with a reference, and reports:
 
-- the evaluations each needs before the Spearman correlation of its values with a long
-  reference run first reaches the target (0.9), and before it stays there;
-- the correlation SHED's fixed loop reaches after T permutations (T × K/k fine-tunes);
-- where the ``RankStability(0.9)`` stopping rule (split-half Spearman) would have stopped, and
-  the true correlation at that point (is the rule too early or too late?).
+- the evaluations (distinct subsets, ∅ and the full set included) at which Spearman first
+  reaches the target (0.9), median and range over the seeds;
+- the ratio of that to SHED's fixed loop, T × K/k fine-tunes (T = 10 permutations, k = 1 and
+  the paper-like k), the goal of issue 11 being ≤ 0.1;
+- the Spearman SHED's fixed loop itself reaches.
 
-The reference is a long antithetic run (its own split-half Spearman is printed). Evaluations are
-distinct subsets used, as an estimator with a warm cache would count fine-tunes.
+Two utilities:
 
-    PYTHONPATH=src .venv/bin/python bench/bench_estimators.py                 # K = 30 and 60
-    PYTHONPATH=src .venv/bin/python bench/bench_estimators.py --players 60 --noise 0.05
+- ``--game`` (default): ``ProxyLikeGame`` (K proxies of varying quality, ~15% harmful,
+  diminishing returns within topics, deterministic per-subset noise); the reference is a long
+  antithetic run (its split-half Spearman is reported).
+- ``--real``: v(S) = minus the dev loss of SmolLM2-135M after one LoRA epoch on proxies S, K
+  proxies drawn (seeded) from noisy-mix-v1's pool, a few rows of its Alpaca dev target. Every
+  v(S) is cached on disk, so estimators share evaluations: with ``--exact`` (K ≤ 12) all 2^K
+  subsets are evaluated once (the pool of subsets), the reference is the exact Shapley value,
+  and every estimator afterwards runs from the cache; its "fine-tunes" are the distinct
+  subsets it used. Heavy: run under ``flock /tmp/shedkit-heavy.lock``.
+
+    PYTHONPATH=src .venv/bin/python bench/bench_estimators.py --players 30 60
+    flock /tmp/shedkit-heavy.lock env PYTHONPATH=src .venv/bin/python bench/bench_estimators.py \\
+        --real --players 8 --exact --dev-rows 8 --max-length 128
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,178 +39,263 @@ import numpy as np
 
 from shedkit.value import (
     AntitheticMonteCarlo,
+    ControlVariateShapley,
     MaxEvaluations,
     MaxPermutations,
+    MSRBanzhaf,
     PermutationMonteCarlo,
     ProxyLikeGame,
+    RegressionShapley,
     ShedRemoval,
     StoppingRule,
+    StratifiedShapley,
     TruncatedMonteCarlo,
+    exact_shapley,
     spearman,
 )
 
-ESTIMATORS = {
-    "shed k=1": lambda **kw: ShedRemoval(removal_k=1, **kw),
-    "shed k=3": lambda **kw: ShedRemoval(removal_k=3, **kw),
-    "shed k=5": lambda **kw: ShedRemoval(removal_k=5, **kw),
-    "mc": lambda **kw: PermutationMonteCarlo(**kw),
-    "tmc rtol=0.05": lambda **kw: TruncatedMonteCarlo(rtol=0.05, **kw),
-    "antithetic": lambda **kw: AntitheticMonteCarlo(**kw),
-}
+T_FIXED = 10  # SHED's fixed number of permutations (shedkit's default T)
+
+
+def estimators(paper_k: int) -> dict:
+    return {
+        "shed k=1": lambda **kw: ShedRemoval(removal_k=1, **kw),
+        f"shed k={paper_k}": lambda **kw: ShedRemoval(removal_k=paper_k, **kw),
+        "shed k=1 truncated 0.05": lambda **kw: ShedRemoval(removal_k=1, truncation=0.05, **kw),
+        "mc": lambda **kw: PermutationMonteCarlo(**kw),
+        "tmc rtol=0.05": lambda **kw: TruncatedMonteCarlo(rtol=0.05, **kw),
+        "antithetic": lambda **kw: AntitheticMonteCarlo(**kw),
+        "msr (Banzhaf)": lambda **kw: MSRBanzhaf(**kw),
+        "stratified": lambda **kw: StratifiedShapley(**kw),
+        "cv (linear surrogate)": lambda **kw: ControlVariateShapley(**kw),
+        "regression (KernelSHAP, paired)": lambda **kw: RegressionShapley(**kw),
+    }
 
 
 class Trace(StoppingRule):
-    """Never fires; records (permutations, evaluations, Spearman vs reference, split-half
-    Spearman) after every sample. Put it first in an ``|`` so it is always consulted."""
+    """Never fires; records (evaluations, Spearman vs reference) every time the loop checks
+    the rule: after every evaluation and after every folded sample, so an estimator that keeps
+    improving from cached subsets (a finite pool) is traced too. Put it first in an ``|``."""
 
     def __init__(self, reference: np.ndarray):
         self.reference, self.rows = reference, []
 
     def check(self, progress):
-        if not self.rows or self.rows[-1][0] != progress.n_permutations:
-            rho = spearman(progress.values, self.reference) if progress.n_samples else np.nan
-            self.rows.append(
-                (progress.n_permutations, progress.n_evaluations, rho, progress.rank_stability())
-            )
+        rho = spearman(progress.values, self.reference) if progress.n_samples else float("nan")
+        self.rows.append((progress.n_evaluations, rho))
         return False
 
     def __str__(self):
         return "Trace"
 
 
-def reference_values(game: ProxyLikeGame, permutations: int, out: Path) -> tuple[np.ndarray, float]:
+def first_reaching(rows, target) -> float:
+    for evals, rho in rows:
+        if np.isfinite(rho) and rho >= target:
+            return float(evals)
+    return float("inf")
+
+
+def staying(rows, target) -> float:
+    """Evaluations from which Spearman stays ≥ target until the budget ends (inf if never)."""
+    ok = np.array([np.isfinite(r) and r >= target for _, r in rows])
+    bad = np.nonzero(~ok)[0]
+    idx = 0 if len(bad) == 0 else bad[-1] + 1
+    return float(rows[idx][0]) if idx < len(rows) else float("inf")
+
+
+def _span(xs) -> str:
+    med, hi = float(np.median(xs)), max(xs)
+    if not np.isfinite(med):
+        return f"never ({int(np.sum(np.isfinite(xs)))}/{len(xs)} seeds)"
+    return f"{med:.0f} [{min(xs):.0f}–{'never' if np.isinf(hi) else f'{hi:.0f}'}]"
+
+
+def fixed_loop(utility, players, reference, k: int, seeds) -> tuple[float, list[float]]:
+    """SHED's fixed loop: T permutations, k removed per step. Its fine-tunes and Spearman."""
+    rhos, evals = [], []
+    for seed in seeds:
+        r = ShedRemoval(removal_k=k, stop=MaxPermutations(T_FIXED), seed=seed).fit(utility, players).result_
+        rhos.append(spearman(r.values, reference))
+        evals.append(r.n_evaluations)
+    return float(np.median(evals)), rhos
+
+
+def run_table(utility, players, reference, args, label: str) -> dict:
+    K = len(players)
+    budget = args.budget_per_player * K
+    fixed = {k: T_FIXED * int(np.ceil(K / k)) for k in (1, args.paper_k)}
+    loops = {k: fixed_loop(utility, players, reference, k, range(args.seeds)) for k in fixed}
+    print(f"\n### {label}\n")
+    print(f"SHED's fixed loop (T={T_FIXED}): " + "; ".join(
+        f"k={k}: T×K/k = {fixed[k]} fine-tunes ({loops[k][0]:.0f} distinct), Spearman "
+        f"{np.median(loops[k][1]):.3f} [{min(loops[k][1]):.3f}–{max(loops[k][1]):.3f}]" for k in fixed))
+    print()
+    print(f"| estimator | fine-tunes to first reach Spearman ≥ {args.target} (median [min–max], "
+          f"{args.seeds} seeds) | ÷ T·K/1 = {fixed[1]} | ÷ T·K/{args.paper_k} = {fixed[args.paper_k]} "
+          f"| fine-tunes from which it stays ≥ {args.target} | Spearman at budget {budget} |")
+    print("|---|---|---|---|---|---|")
+    figures = {}
+    for name, make in estimators(args.paper_k).items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        reach, stay, final = [], [], []
+        for seed in range(args.seeds):
+            tracer = Trace(reference)
+            stop = tracer | MaxEvaluations(budget) | MaxPermutations(args.max_permutations)
+            make(stop=stop, seed=seed).fit(utility, players)
+            reach.append(first_reaching(tracer.rows, args.target))
+            stay.append(staying(tracer.rows, args.target))
+            final.append(tracer.rows[-1][1] if tracer.rows else float("nan"))
+        med = float(np.median(reach))
+        r1 = f"{med / fixed[1]:.3f}" if np.isfinite(med) else "—"
+        rk = f"{med / fixed[args.paper_k]:.3f}" if np.isfinite(med) else "—"
+        print(f"| {name} | {_span(reach)} | {r1} | {rk} | {_span(stay)} | {np.nanmedian(final):.3f} |")
+        figures[name] = {"evals_to_reach": reach, "evals_to_stay": stay, "rho_at_budget": final}
+    return {"label": label, "players": K, "budget": budget, "fixed_loop": {
+        str(k): {"fine_tunes": fixed[k], "distinct": loops[k][0], "spearman": loops[k][1]} for k in fixed},
+        "figures": figures}
+
+
+# -- synthetic --------------------------------------------------------------------------------
+
+
+def game_reference(game, permutations: int, out: Path) -> tuple[np.ndarray, float]:
     path = out / f"reference-K{len(game.players)}-seed{game.seed}-noise{game.noise}-T{permutations}.json"
     if path.exists():
         data = json.loads(path.read_text())
         return np.array(data["values"]), data["split_half_spearman"]
-    start = time.monotonic()
     result = AntitheticMonteCarlo(stop=MaxPermutations(permutations), seed=10_000).fit(game).result_
-    data = {
-        "values": result.values.tolist(),
-        "split_half_spearman": result.rank_stability(),
-        "seconds": time.monotonic() - start,
-    }
+    data = {"values": result.values.tolist(), "split_half_spearman": result.rank_stability()}
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return result.values, data["split_half_spearman"]
 
 
-def first_reaching(rows, target, stay=False):
-    """Evaluations (and permutations) when Spearman first reaches ``target`` (and, with
-    ``stay``, never falls below it again within the budget); None if never."""
-    rhos = np.array([r[2] for r in rows])
-    ok = rhos >= target
-    if stay:
-        bad = np.nonzero(~ok)[0]
-        idx = 0 if len(bad) == 0 else bad[-1] + 1
-        if idx >= len(rows):
-            return None
-    else:
-        hits = np.nonzero(ok)[0]
-        if len(hits) == 0:
-            return None
-        idx = hits[0]
-    return rows[idx][1], rows[idx][0]
-
-
-def rule_stop(rows, threshold, min_samples=10, unit=1):
-    """Where RankStability(threshold) would stop: (evaluations, true Spearman there)."""
-    for perms, evals, rho, half in rows:
-        if perms // unit >= min_samples and np.isfinite(half) and half >= threshold:
-            return evals, rho
-    return None
-
-
-def bench(players: int, args, out: Path) -> dict:
+def bench_game(players: int, args) -> dict:
     game = ProxyLikeGame(players, seed=args.game_seed, noise=args.noise)
-    t0 = time.monotonic()
-    reference, ref_stability = reference_values(game, args.reference_permutations, out)
-    print(
-        f"\n## K = {players} proxies, noise {args.noise}: reference = antithetic, "
-        f"{args.reference_permutations} permutations (split-half Spearman {ref_stability:.4f}, "
-        f"{time.monotonic() - t0:.0f}s)\n"
-    )
-    budget = args.budget_per_player * players
-    figures = {}
-    header = (
-        f"| estimator | evals to ρ≥{args.target} (median [min–max] of {args.seeds} seeds) | "
-        f"permutations T then | "
-        f"evals to stay ≥{args.target} | ρ at T=10 perms (evals) | ρ at budget {budget} | "
-        f"RankStability({args.target}) stops at evals (true ρ) |"
-    )
-    print(header)
-    print("|" + "---|" * 7)
-    for name, make in ESTIMATORS.items():
-        reach, reach_perms, stay, at_t10, final, rule = [], [], [], [], [], []
-        for seed in range(args.seeds):
-            trace = Trace(reference)
-            est = make(stop=trace | MaxEvaluations(budget), seed=seed)
-            est.fit(game)
-            rows = trace.rows
-            hit = first_reaching(rows, args.target)
-            reach.append(hit[0] if hit else np.inf)
-            reach_perms.append(hit[1] if hit else np.inf)
-            kept = first_reaching(rows, args.target, stay=True)
-            stay.append(kept[0] if kept else np.inf)
-            t10 = [r for r in rows if r[0] >= 10]
-            if t10:
-                at_t10.append((t10[0][2], t10[0][1]))
-            final.append(rows[-1][2])
-            stop = rule_stop(rows, args.target, unit=est.unit_size)
-            rule.append(stop if stop else (np.inf, np.nan))
-        figures[name] = {
-            "evals_to_reach": reach,
-            "permutations_to_reach": reach_perms,
-            "evals_to_stay": stay,
-            "rho_at_T10": at_t10,
-            "rho_at_budget": final,
-            "rank_stability_rule": rule,
-        }
+    reference, split_half = game_reference(game, args.reference_permutations, args.out)
+    label = (f"ProxyLikeGame K={players}, noise {args.noise}: reference = antithetic, "
+             f"{args.reference_permutations} permutations, split-half Spearman {split_half:.4f}")
+    table = run_table(game, game.players, reference, args, label)
+    table["reference_split_half"] = split_half
+    return table
 
-        def med(xs):
-            xs = np.array(xs, dtype=float)
-            body = "never" if np.isinf(np.median(xs)) else f"{np.median(xs):.0f}"
-            lo, hi = np.min(xs), np.max(xs)
-            span = f"[{lo:.0f}–{'∞' if np.isinf(hi) else f'{hi:.0f}'}]"
-            return f"{body} {span}"
 
-        t10_text = (
-            f"{np.median([r for r, _ in at_t10]):.3f} ({np.median([e for _, e in at_t10]):.0f})"
-            if at_t10 else "—"
-        )
-        rule_evals = np.array([e for e, _ in rule], dtype=float)
-        rule_rho = np.array([r for _, r in rule], dtype=float)
-        rule_text = (
-            "never" if np.all(np.isinf(rule_evals))
-            else f"{np.median(rule_evals[np.isfinite(rule_evals)]):.0f} "
-                 f"({np.nanmedian(rule_rho):.3f})"
-        )
-        print(
-            f"| {name} | {med(reach)} | {np.median(reach_perms):.0f} | {med(stay)} | {t10_text} | "
-            f"{np.median(final):.3f} | {rule_text} |"
-        )
-    return {"players": players, "noise": args.noise, "reference_split_half": ref_stability,
-            "budget": budget, "figures": figures}
+# -- real utility -----------------------------------------------------------------------------
+
+
+def real_utility(players: int, args):
+    from shedkit.data import load_pool
+    from shedkit.models import DevSet, SubsetScore, TrainConfig, read_dev
+    from shedkit.value import CachedUtility
+
+    data = Path(args.data)
+    pool = load_pool(data / "pool.jsonl", skip_empty=True)
+    labels = [json.loads(line)["label"] for line in open(data / "pool_labels.jsonl")]
+    rng = np.random.default_rng(args.proxy_seed)
+    picked = sorted(rng.choice(len(pool.records), size=players, replace=False).tolist())
+    proxies = [pool.records[i] for i in picked]
+    chosen = [r.index for r in proxies]  # line numbers of the pool file
+    dev = read_dev(data / "target_alpaca_dev.jsonl")
+    dev = DevSet(records=dev.records[: args.dev_rows], source=f"{dev.source}[:{args.dev_rows}]")
+    train = TrainConfig(epochs=1.0, max_length=args.max_length, precision=args.precision)
+    score = SubsetScore("smollm2-135m", proxies, dev, train, "loss", seed=0)
+    settings_hash = score.settings_hash
+    settings_hash = settings_hash() if callable(settings_hash) else settings_hash
+    utility = CachedUtility(score, args.cache_dir, settings_hash, players=[p.id for p in proxies])
+    info = {"proxy_lines": chosen, "proxy_labels": [labels[i] for i in chosen], "dev_rows": args.dev_rows,
+            "max_length": args.max_length, "precision": args.precision, "settings_hash": settings_hash}
+    return utility, info
+
+
+def bench_real(players: int, args) -> dict:
+    utility, info = real_utility(players, args)
+    ids = utility.players
+    start = time.monotonic()
+    if args.exact:
+        if players > 12:
+            raise SystemExit("--exact enumerates 2^K subsets: use K ≤ 12")
+        from shedkit.value.engine import ProgressBar  # noqa: F401  (bar comes from the loop)
+
+        subsets = [tuple(p for i, p in enumerate(ids) if m >> i & 1) for m in range(1 << players)]
+        done = 0
+        for chunk_start in range(0, len(subsets), 16):
+            utility.evaluate_many(subsets[chunk_start : chunk_start + 16])
+            done = min(len(subsets), chunk_start + 16)
+            print(f"  pool: {done}/{len(subsets)} subsets, {time.monotonic() - start:.0f}s "
+                  f"({utility.computed} computed)", flush=True)
+        reference = np.array([exact_shapley(utility, ids)[p] for p in ids])
+        ref_text = "exact Shapley (all 2^K subsets)"
+        split_half = 1.0
+    else:
+        result = AntitheticMonteCarlo(stop=MaxPermutations(args.reference_permutations), seed=10_000,
+                                      progress=True).fit(utility).result_
+        reference, split_half = result.values, result.rank_stability()
+        ref_text = f"antithetic, {args.reference_permutations} permutations"
+    seconds = time.monotonic() - start
+    info.update(pool_seconds=seconds, computed=utility.computed, compute_seconds=utility.compute_seconds,
+                seconds_per_fine_tune=utility.compute_seconds / max(1, utility.computed))
+    label = (f"SmolLM2-135M, K={players} proxies of noisy-mix-v1 ({', '.join(info['proxy_labels'])}), "
+             f"{args.dev_rows} Alpaca dev rows, max_length {args.max_length}, 1 LoRA epoch: "
+             f"reference = {ref_text}, split-half Spearman {split_half:.4f}; "
+             f"{utility.computed} fine-tunes computed in {seconds:.0f}s")
+    table = run_table(utility, ids, reference, args, label)
+    table.update(reference_split_half=split_half, reference=reference.tolist(), real=info)
+    return table
+
+
+def machine() -> dict:
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return ""
+
+    return {
+        "git": sh("git rev-parse --short HEAD"),
+        "cpu": sh("lscpu | grep 'Model name' | sed 's/.*: *//'"),
+        "amx": "amx" in sh("grep -o -m1 'amx[a-z_]*' /proc/cpuinfo"),
+        "cores": sh("nproc"),
+        "load": sh("cat /proc/loadavg"),
+        "python": platform.python_version(),
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--players", type=int, nargs="+", default=[30, 60], help="K proxies")
-    parser.add_argument("--seeds", type=int, default=5, help="estimator seeds per configuration")
-    parser.add_argument("--noise", type=float, default=0.02, help="per-subset score noise")
+    parser.add_argument("--seeds", type=int, default=3, help="estimator seeds per configuration")
     parser.add_argument("--target", type=float, default=0.9, help="Spearman to reach")
-    parser.add_argument("--budget-per-player", type=int, default=60,
+    parser.add_argument("--paper-k", type=int, default=3, help="SHED's k for the paper-like setting")
+    parser.add_argument("--budget-per-player", type=int, default=40,
                         help="evaluation budget per run, as a multiple of K")
     parser.add_argument("--reference-permutations", type=int, default=4000)
+    parser.add_argument("--max-permutations", type=int, default=400,
+                        help="cap per run in permutations (a finite pool of subsets never fills the budget)")
+    parser.add_argument("--noise", type=float, default=0.02, help="game: per-subset score noise")
     parser.add_argument("--game-seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", help="run only the estimators whose name contains one of these")
+    parser.add_argument("--real", action="store_true", help="SmolLM2 fine-tunes instead of the game")
+    parser.add_argument("--exact", action="store_true", help="real: evaluate all 2^K subsets (reference = exact)")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/bench/noisy-mix-v1"))
+    parser.add_argument("--proxy-seed", type=int, default=0)
+    parser.add_argument("--dev-rows", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/shedkit/bench-estimators")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-estimators"))
     args = parser.parse_args(argv)
     start = time.monotonic()
-    results = [bench(k, args, args.out) for k in args.players]
+    env = machine()
+    print(f"machine: {env}")
+    results = [(bench_real if args.real else bench_game)(k, args) for k in args.players]
+    env["load_after"] = machine()["load"]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "figures.json"
-    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                               default=float))
+    path = args.out / ("figures-real" if args.real else "figures-game")
+    path = path.with_name(path.name + ("-only-" + "-".join(args.only) if args.only else "") + ".json")
+    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": env,
+                                "results": results, "seconds": time.monotonic() - start}, default=float))
     print(f"\n{time.monotonic() - start:.0f}s; figures in {path}")
 
 

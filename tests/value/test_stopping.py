@@ -119,7 +119,8 @@ def test_build_stopping_rule_from_cli_options():
         "(MaxPermutations(50) | MaxEvaluations(400) | "
         "(StandardErrorBelow(0.01) & RankStability(0.9)))"
     )
-    assert str(build_stopping_rule(rank_stability=0.9)) == "(MaxPermutations(10) | RankStability(0.9))"
+    # a quality target alone runs until met, under a hard cap (issue 11), not the default T=10
+    assert str(build_stopping_rule(rank_stability=0.9)) == "(RankStability(0.9) | HardCap(100 permutations))"
 
 
 def test_invalid_rules():
@@ -129,3 +130,11 @@ def test_invalid_rules():
         MaxEvaluations(10, count="fresh")
     with pytest.raises(ValueError):
         RankStability(1.5)
+
+
+def test_rules_read_a_finished_result_too():
+    result = fit(MaxPermutations(12))
+    assert MaxPermutations(12).check(result) and not MaxPermutations(13).check(result)
+    assert MaxEvaluations(result.n_evaluations).check(result)
+    assert StandardErrorBelow(float(result.stderr.max())).check(result)
+    assert RankStability(-0.99).check(result)

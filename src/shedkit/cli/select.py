@@ -41,12 +41,17 @@ def select_command(
     yaml_keys = set(load_yaml(params["config"])) if params["config"] else set()
     check_options(params["method"], options, lambda k: f"{params['config']}: key '{k}'"
                   if k in yaml_keys and not given_on_command_line(ctx, k) else f"--{k.replace('_', '-')}")
-    result = select(
-        params["pool"], method=params["method"], budget=params["budget"], seed=params["seed"],
-        out=params["out"], format=params["format"], fields=params["field"], dedup=params["dedup"],
-        skip_empty=params["skip_empty"], cache_dir=params["cache_dir"],
-        command=["shedkit", *sys.argv[1:]], **options,
-    )
+    from shedkit.value.planning import DryRunFinished
+
+    try:
+        result = select(
+            params["pool"], method=params["method"], budget=params["budget"], seed=params["seed"],
+            out=params["out"], format=params["format"], fields=params["field"], dedup=params["dedup"],
+            skip_empty=params["skip_empty"], cache_dir=params["cache_dir"],
+            command=["shedkit", *sys.argv[1:]], **options,
+        )
+    except DryRunFinished:
+        raise typer.Exit(0)  # the plan is printed already
     console = Console(highlight=False)
     console.print(f"selected {result.budget} of {len(result.pool.records)} rows with {result.method}")
     for name, path in result.files.items():

@@ -125,7 +125,7 @@ class ValuationOptions(TargetOptions):
     """The value function v(S) and the Shapley estimator with its stopping rules."""
 
     objective: Optional[str] = opt("loss | mc-accuracy (default: from the target's rows).")
-    estimator: Optional[str] = opt("shed (removal, SHED's) | mc (permutation) | tmc (truncated) | antithetic.")
+    estimator: Optional[str] = opt("shed (removal, SHED's) | mc (permutation) | tmc (truncated) | antithetic | msr (MSR Banzhaf) | stratified | cv (control-variate Shapley) | regression (KernelSHAP, paired).")
     removal_k: Optional[int] = opt("SHED: proxies removed per step (default 1).")
     group_credit: Optional[str] = opt("SHED, k>1: 'split' the step's drop among the k removed (efficiency holds; default) or give each the 'full' drop (the paper's wording).")
     tmc_rtol: Optional[float] = opt("Truncated MC: stop a permutation within this relative tolerance of v(full) (default 0.05).")
@@ -134,6 +134,10 @@ class ValuationOptions(TargetOptions):
     max_time: Optional[float] = opt("Stop valuation after this many seconds.")
     stderr_threshold: Optional[float] = opt("Stop when every value's standard error is below this.")
     rank_stability: Optional[float] = opt("Stop when the halves' Spearman reaches this.")
+    truncation: Optional[float] = opt("Permutation estimators: stop a walk within this relative tolerance of where it ends (v(full) adding, v(∅) removing); the rest get 0.")
+    antithetic: Optional[bool] = opt("Permutation estimators: follow each permutation by its reverse.", flags=("--antithetic/--no-antithetic",))
+    surrogate: Optional[Path] = opt("cv: per-proxy surrogate values, JSON {id: value} or CSV id,value (default: a linear model fitted on the fine-tunes so far).")
+    dry_run: Optional[bool] = opt("Print the planned fine-tunes, time one real fine-tune, print the estimated wall time, and exit.", flags=("--dry-run/--no-dry-run",))
     value_seed: Optional[int] = opt("Seed of the Shapley permutations and proxy fine-tunes (default --seed); with it and --cluster-seed set, a new --seed only samples anew.")
 
 

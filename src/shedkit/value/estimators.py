@@ -1,14 +1,15 @@
-"""Permutation-based Shapley estimators behind one interface.
+"""Valuations behind one interface: a short ``fit`` composes a utility, a sampler, a marginal
+rule (with optional truncation) and a stopping rule.
 
-    est = ShedRemoval(removal_k=3, stop=MaxPermutations(20) | MaxEvaluations(400), seed=0)
+    est = ShedRemoval(removal_k=3, truncation=0.05, stop=MaxPermutations(20) | MaxEvaluations(400), seed=0)
     result = est.fit(utility, backend="process").result_
 
-Every estimator draws a stream of random permutations from ``np.random.default_rng(seed)``
-(the t-th permutation depends only on the seed and t), turns each into the subsets it must
-score, evaluates those subsets as independent jobs on a backend, and folds the permutations'
-marginal contributions in stream order, checking the stopping rule after each sample. Hence the
-same seed gives the same values on every backend and batch size, and a rerun over a warm cache
-reproduces a killed run exactly without recomputing anything it finished.
+``Valuation`` is the base: ``fit(utility, players, backend)`` resolves the players, the seed and
+the backend, evaluates v(∅) and v(full), and runs the evaluation loop
+(``shedkit.value.engine``: one fine-tune is the unit of work, the stopping rule is checked after
+each, the progress bar counts fine-tunes with an ETA). Subclasses say what a sample is and how
+it is folded. ``PermutationValuation`` = sampler (``PermutationSampler``/``AntitheticSampler``)
++ marginal rule (``AddOne``/``RemoveK``) + truncation; the named estimators are its presets:
 
 - ``ShedRemoval``: SHED's estimator. From the full set remove ``removal_k`` players at a time in
   permutation order; the group removed at a step shares v(before) − v(after); the last step ends
@@ -17,94 +18,100 @@ reproduces a killed run exactly without recomputing anything it finished.
 - ``TruncatedMonteCarlo``: the same, but once the running score is within a tolerance of
   v(full) the remaining players get 0 (saves the evaluations of large subsets).
 - ``AntitheticMonteCarlo``: each permutation is followed by its reverse; a pair is one sample.
+Any of them takes ``truncation=`` (a relative tolerance, or a ``Truncation``) and
+``antithetic=True``. Subset-sampling valuations (MSR Banzhaf, stratified and control-variate
+Shapley) live in ``shedkit.value.subset_valuations``.
+
+The t-th sample depends only on the seed and t, and samples are folded in stream order, so the
+same seed gives the same values on every backend, and a rerun over a warm cache reproduces a
+killed run exactly without recomputing anything it finished.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any, Generator, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from shedkit.errors import ShedkitError
 from shedkit.execute.backends import Backend, get_backend
+from shedkit.value.engine import EvaluationLoop, ProgressBar
+from shedkit.value.marginals import (AbsoluteTruncation, AddOne, GameContext, MarginalRule,
+                                     NoTruncation, RelativeTruncation, RemoveK, Truncation)
 from shedkit.value.result import ValuationResult
-from shedkit.value.stopping import MaxPermutations, Progress, StoppingRule
+from shedkit.value.samplers import AntitheticSampler, PermutationSampler, Sampler
+from shedkit.value.stopping import DEFAULT_PERMUTATIONS, MaxPermutations, Progress, StoppingRule
 from shedkit.value.utility import FunctionUtility, Utility
 
-Subset = tuple[int, ...]  # sorted player indices
-Walk = Generator[list[Subset], list[float], np.ndarray]
-
-DEFAULT_PERMUTATIONS = 10
-
-
-@dataclass(frozen=True)
-class GameContext:
-    """What a walk may know besides its permutation."""
-
-    n: int
-    v_empty: float
-    v_full: float
+__all__ = [
+    "ESTIMATORS", "AntitheticMonteCarlo", "GameContext", "PermutationEstimator",
+    "PermutationMonteCarlo", "PermutationValuation", "ShedRemoval", "TruncatedMonteCarlo",
+    "Valuation", "estimate_values", "make_estimator",
+]
 
 
-class PermutationEstimator:
-    """Base class: subclasses say how one permutation becomes subsets and marginals.
+class Valuation:
+    """Base class of every valuation over a utility.
 
     stop       -- a ``StoppingRule`` (default: ``MaxPermutations(10)``)
-    seed       -- seeds the permutation stream; ``None`` draws a fresh seed and records it
-    batch_size -- samples evaluated together; default fills the backend's workers
-    progress   -- show a progress bar (rich)
+    seed       -- seeds the sample stream; ``None`` draws a fresh seed and records it
+    batch_size -- evaluations run at once (default: the backend's workers)
+    progress   -- True for a progress bar, or a callable called with the running state after
+                  every evaluation
 
-    ``fit`` returns self; the result is in ``result_``. Subclasses implement ``walk(perm, ctx)``:
-    a generator that yields lists of subsets to score, receives their values, and returns the
-    permutation's marginal vector.
+    ``fit`` returns self; the result is in ``result_`` (scikit-learn's contract).
     """
 
     name = "base"
-    unit_size = 1  # permutations per independent sample
 
-    def __init__(
-        self,
-        stop: StoppingRule | None = None,
-        seed: int | None = None,
-        batch_size: int | None = None,
-        progress: bool = False,
-    ):
+    def __init__(self, stop: StoppingRule | None = None, seed: int | None = None,
+                 batch_size: int | None = None, progress: "bool | Callable" = False):
         self.stop = stop
         self.seed = seed
         self.batch_size = batch_size
         self.progress = progress
 
     # -- what subclasses define --------------------------------------------------------------
-    def walk(self, perm: np.ndarray, ctx: GameContext) -> Walk:
-        raise NotImplementedError
-
     def params(self) -> dict[str, Any]:
         """Settings that change the estimate (recorded in the result)."""
         return {}
 
-    def jobs_per_sample(self, n: int) -> int:
-        """Independent evaluations one sample offers at once (sizes the default batch)."""
-        return self.unit_size * n
+    def evaluations_per_permutation(self, n: int) -> float:
+        """New evaluations one permutation's worth of samples costs (plans and progress bars)."""
+        raise NotImplementedError
 
-    def sample_permutations(self, perm: np.ndarray) -> list[np.ndarray]:
-        return [perm]
+    def _running_state(self, n: int, ctx: GameContext):
+        raise NotImplementedError
 
-    # -- the loop ----------------------------------------------------------------------------
-    def _stream(self, rng: np.random.Generator, n: int) -> Iterator[list[np.ndarray]]:
-        while True:
-            yield self.sample_permutations(rng.permutation(n))
+    def _stream(self, rng: np.random.Generator, n: int, ctx: GameContext):
+        raise NotImplementedError
 
-    def fit(
-        self,
-        utility: Utility,
-        players: Sequence[str] | None = None,
-        backend: "str | Backend | None" = None,
-    ) -> "PermutationEstimator":
+    def _walks(self, payload, ctx: GameContext) -> list:
+        raise NotImplementedError
+
+    def _fold(self, state, payload, outcomes) -> None:
+        raise NotImplementedError
+
+    def _result(self, state, players, ctx, common: dict) -> ValuationResult:
+        raise NotImplementedError
+
+    # -- planning ----------------------------------------------------------------------------
+    def planned_evaluations(self, n_players: int, stop: StoppingRule | None = None) -> int | None:
+        """Evaluations (fine-tunes) a run on ``n_players`` makes at most under ``stop`` (default:
+        this valuation's rule); None when only time or quality bounds it."""
+        stop = stop if stop is not None else self._stop()
+        planned = stop.planned_evaluations(self.evaluations_per_permutation(n_players), 2)
+        return None if planned is None else int(np.ceil(planned))
+
+    def _stop(self) -> StoppingRule:
+        return self.stop if self.stop is not None else MaxPermutations(DEFAULT_PERMUTATIONS)
+
+    # -- the run -----------------------------------------------------------------------------
+    def fit(self, utility: Utility, players: Sequence[str] | None = None,
+            backend: "str | Backend | None" = None) -> "Valuation":
         """Estimate the values of ``players`` (default: ``utility.players``) under ``utility``."""
         if not isinstance(utility, Utility):
             utility = FunctionUtility(utility)
@@ -113,7 +120,7 @@ class PermutationEstimator:
             raise ShedkitError("no players to value: pass players= or a utility that knows them")
         if len(set(players)) != len(players):
             raise ShedkitError("player ids must be distinct (key proxies by record id)")
-        stop = self.stop if self.stop is not None else MaxPermutations(DEFAULT_PERMUTATIONS)
+        stop = self._stop()
         if not stop.bounded:
             warnings.warn(
                 f"stopping rule {stop} caps neither permutations, evaluations nor time: "
@@ -124,68 +131,118 @@ class PermutationEstimator:
         owned = not isinstance(backend, Backend)  # built here from a name: closed here
         backend = get_backend(backend)
         try:
-            self.result_ = self._fit(utility, players, stop, seed, backend)
+            self.result_ = self._run(utility, players, stop, seed, backend)
         finally:
             if owned:
                 backend.close()
         return self
 
-    def _fit(self, utility, players, stop, seed, backend) -> ValuationResult:
-        run = _Run(self, utility, players, backend)
+    def _run(self, utility, players, stop, seed, backend) -> ValuationResult:
         start = time.monotonic()
         computed0, reused0 = utility.computed, utility.reused
+        n = len(players)
+        bar = ProgressBar(self.progress is True, f"{self.name} values",
+                          self.planned_evaluations(n, stop))
+        callback = self.progress if callable(self.progress) else None
 
-        v_empty, v_full = run.values([(), tuple(range(len(players)))])
-        ctx = GameContext(len(players), v_empty, v_full)
-        progress = Progress(len(players), self.unit_size)
-        progress.start = start
-        rows: list[np.ndarray] = []
-        perms: list[np.ndarray] = []
-        used: set[Subset] = {(), tuple(range(len(players)))}
-        batch = self.batch_size or max(
-            1, math.ceil(backend.parallelism / max(1, self.jobs_per_sample(len(players))))
-        )
-        stream = self._stream(np.random.default_rng(seed), len(players))
-        bar = _ProgressBar(self.progress, f"{self.name} Shapley")
-        stopped_by: list[str] = stop.reasons(progress)
+        def on_evaluation(state):
+            bar.update(state)
+            if callback is not None:
+                callback(state)
+
+        class _Counts:  # ∅ and the full set are counted before the running state exists
+            n_evaluations, n_computed, n_samples = 0, 0, 0
+
+        loop = EvaluationLoop(utility, players, backend, stop, _Counts(), self.batch_size, on_evaluation)
         try:
-            while not stopped_by:
-                samples = [next(stream) for _ in range(batch)]
-                for sample, (marginals, subsets) in zip(samples, run.samples(samples, ctx)):
-                    rows.extend(marginals)
-                    perms.extend(sample)
-                    used.update(subsets)
-                    progress.n_evaluations = len(used)
-                    progress.n_computed = utility.computed - computed0
-                    progress.add(np.mean(marginals, axis=0))
-                    bar.update(stop.completion(progress), progress)
-                    stopped_by = stop.reasons(progress)
-                    if stopped_by:
-                        break
+            v_empty, v_full = loop.evaluate_now([(), tuple(range(n))])
+            ctx = GameContext(n, v_empty, v_full)
+            state = self._running_state(n, ctx)
+            state.start = start
+            state.n_evaluations, state.n_computed = loop.progress.n_evaluations, loop.progress.n_computed
+            loop.progress = state
+            reasons = loop.run(
+                self._stream(np.random.default_rng(seed), n, ctx),
+                lambda payload: self._walks(payload, ctx),
+                lambda payload, outcomes: self._fold(state, payload, outcomes),
+            )
+            bar.update(state)
         finally:
             bar.close()
-        return ValuationResult(
-            players=players,
-            marginals=np.array(rows).reshape(-1, len(players)),
-            unit_size=self.unit_size,
-            permutations=np.array(perms).reshape(-1, len(players)),
-            v_empty=v_empty,
-            v_full=v_full,
-            estimator=self.name,
-            params=self.params(),
-            seed=seed,
-            stopped_by=" | ".join(dict.fromkeys(stopped_by)),
-            n_evaluations=len(used),
-            n_computed=utility.computed - computed0,
-            n_reused=utility.reused - reused0,
+        common = dict(
+            v_empty=v_empty, v_full=v_full, estimator=self.name, params=self.params(), seed=seed,
+            stopped_by=" | ".join(dict.fromkeys(reasons)), n_evaluations=state.n_evaluations,
+            n_computed=utility.computed - computed0, n_reused=utility.reused - reused0,
             elapsed=time.monotonic() - start,
+        )
+        return self._result(state, players, ctx, common)
+
+
+class PermutationValuation(Valuation):
+    """Permutation sampling: sampler + marginal rule + truncation.
+
+    marginal   -- ``AddOne()`` (default) or ``RemoveK(k)``
+    sampler    -- ``PermutationSampler()`` (default) or ``AntitheticSampler()``; or pass
+                  ``antithetic=True``
+    truncation -- None, a relative tolerance (float: ``RelativeTruncation(rtol)``) or a
+                  ``Truncation``; works with every marginal rule
+    """
+
+    name = "permutation"
+
+    def __init__(self, marginal: MarginalRule | None = None, sampler: Sampler | None = None,
+                 truncation: "Truncation | float | None" = None, antithetic: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.marginal = marginal or AddOne()
+        self.sampler = sampler or (AntitheticSampler() if antithetic else PermutationSampler())
+        if self.sampler.kind != "permutation":
+            raise ShedkitError(f"{type(self).__name__} needs a permutation sampler, got {self.sampler}")
+        self.truncation = _truncation(truncation)
+
+    @property
+    def unit_size(self) -> int:
+        return self.sampler.unit_size
+
+    def params(self):
+        out = {**self.marginal.params(), **self.truncation.params()}
+        if isinstance(self.sampler, AntitheticSampler) and type(self) is not AntitheticMonteCarlo:
+            out["antithetic"] = True
+        return out
+
+    def evaluations_per_permutation(self, n):
+        return self.marginal.evaluations_per_permutation(n)
+
+    def walk(self, perm: np.ndarray, ctx: GameContext):
+        return self.marginal.walk(perm, ctx, self.truncation)
+
+    def _running_state(self, n, ctx):
+        state = Progress(n, self.unit_size)
+        state.rows, state.perms = [], []
+        return state
+
+    def _stream(self, rng, n, ctx):
+        return self.sampler.samples(rng, n)
+
+    def _walks(self, perms, ctx):
+        return [self.walk(p, ctx) for p in perms]
+
+    def _fold(self, state, perms, outcomes):
+        state.rows.extend(outcomes)
+        state.perms.extend(perms)
+        state.add(np.mean(outcomes, axis=0))
+
+    def _result(self, state, players, ctx, common):
+        n = len(players)
+        return ValuationResult(
+            players=players, marginals=np.array(state.rows).reshape(-1, n), unit_size=self.unit_size,
+            permutations=np.array(state.perms).reshape(-1, n), **common,
         )
 
     def expected_values(self, utility: Utility, players: Sequence[str] | None = None) -> dict[str, float]:
         """The exact mean of this estimator's marginals over all n! permutations (n ≤ 8).
 
         For the unbiased estimators this is the Shapley value; for SHED with k > 1 and for
-        truncated MC it is the quantity they actually converge to.
+        truncated walks it is the quantity they actually converge to.
         """
         if not isinstance(utility, Utility):
             utility = FunctionUtility(utility)
@@ -193,60 +250,40 @@ class PermutationEstimator:
         n = len(players)
         if n > 8:
             raise ValueError("expected_values enumerates n! permutations; use n ≤ 8")
-        run = _Run(self, utility, players, get_backend(None))
-        v_empty, v_full = run.values([(), tuple(range(n))])
-        ctx = GameContext(n, v_empty, v_full)
+        memo: dict[tuple[int, ...], float] = {}
+
+        def value(subset):
+            if subset not in memo:
+                memo[subset] = utility(tuple(players[i] for i in subset))
+            return memo[subset]
+
+        ctx = GameContext(n, value(()), value(tuple(range(n))))
         total = np.zeros(n)
-        perms = [np.array(p) for p in itertools.permutations(range(n))]
-        for start in range(0, len(perms), 720):
-            samples = [[p] for p in perms[start : start + 720]]
-            for marginals, _ in run.samples(samples, ctx):
-                total += marginals[0]
-        return dict(zip(players, map(float, total / len(perms))))
-
-
-class _Run:
-    """Evaluates samples' walks round by round, sharing one memo of subset values."""
-
-    def __init__(self, estimator, utility, players, backend):
-        self.estimator, self.utility, self.players, self.backend = estimator, utility, players, backend
-        self.memo: dict[Subset, float] = {}
-
-    def values(self, subsets: Sequence[Subset]) -> list[float]:
-        missing = list(dict.fromkeys(s for s in subsets if s not in self.memo))
-        if missing:
-            ids = [tuple(self.players[i] for i in s) for s in missing]
-            self.memo.update(zip(missing, self.utility.evaluate_many(ids, self.backend)))
-        return [self.memo[s] for s in subsets]
-
-    def samples(self, samples, ctx) -> list[tuple[list[np.ndarray], set[Subset]]]:
-        """Drive every walk of every sample to the end; per sample: (marginal rows, subsets)."""
-        walks = [(s, self.estimator.walk(p, ctx)) for s, sample in enumerate(samples) for p in sample]
-        marginals: dict[int, list[np.ndarray]] = {s: [] for s in range(len(samples))}
-        used: list[set[Subset]] = [set() for _ in samples]
-        results: dict[int, np.ndarray] = {}
-        requests = []
-        for s, w in walks:
+        count = 0
+        for perm in itertools.permutations(range(n)):
+            walk = self.walk(np.array(perm), ctx)
             try:
-                requests.append((s, w, next(w)))
-            except StopIteration as done:  # a walk that needs no evaluation (TMC at once)
-                results[id(w)] = done.value
-        while requests:
-            self.values([sub for _, _, req in requests for sub in req])
-            nxt = []
-            for s, w, req in requests:
-                used[s].update(req)
-                try:
-                    nxt.append((s, w, w.send([self.memo[sub] for sub in req])))
-                except StopIteration as done:
-                    results[id(w)] = done.value
-            requests = nxt
-        for s, w in walks:  # keep each sample's permutations in their stream order
-            marginals[s].append(results[id(w)])
-        return [(marginals[s], used[s]) for s in range(len(samples))]
+                request = next(walk)
+                while True:
+                    request = walk.send([value(s) for s in request])
+            except StopIteration as done:
+                total += done.value
+            count += 1
+        return dict(zip(players, map(float, total / count)))
 
 
-class ShedRemoval(PermutationEstimator):
+PermutationEstimator = PermutationValuation  # the former name of this base class
+
+
+def _truncation(truncation) -> Truncation:
+    if truncation is None or truncation is False:
+        return NoTruncation()
+    if isinstance(truncation, Truncation):
+        return truncation
+    return RelativeTruncation(float(truncation))
+
+
+class ShedRemoval(PermutationValuation):
     """SHED's removal estimator: remove ``removal_k`` proxies at a time from the full set.
 
     group_credit -- how the k proxies removed together share Δ = v(before) − v(after):
@@ -258,50 +295,34 @@ class ShedRemoval(PermutationEstimator):
     With k > 1 either credit estimates a grouped approximation of the Shapley value (a proxy's
     value is blended with its random group-mates'), not the Shapley value itself:
     ``expected_values`` gives the exact quantity for small games.
+    truncation -- stop a walk once v(S) is within the tolerance of v(∅); the proxies still in S
+        get 0 (a relative float, or a ``Truncation``).
     """
 
     name = "shed"
 
     def __init__(self, removal_k: int = 1, group_credit: str = "split", **kwargs):
-        super().__init__(**kwargs)
-        if int(removal_k) < 1:
-            raise ShedkitError(f"removal_k must be at least 1, got {removal_k}")
-        if group_credit not in ("split", "full"):
-            raise ShedkitError("group_credit must be 'split' or 'full'")
-        self.removal_k, self.group_credit = int(removal_k), group_credit
+        super().__init__(marginal=RemoveK(removal_k, group_credit), **kwargs)
 
-    def params(self):
-        return {"removal_k": self.removal_k, "group_credit": self.group_credit}
+    @property
+    def removal_k(self) -> int:
+        return self.marginal.k
 
-    def jobs_per_sample(self, n):
-        return math.ceil(n / self.removal_k) + 1
-
-    def walk(self, perm, ctx):
-        n, k = len(perm), self.removal_k
-        cuts = list(range(0, n, k)) + [n]
-        values = yield [tuple(sorted(perm[c:].tolist())) for c in cuts]  # full ... ∅
-        marginals = np.zeros(n)
-        for j in range(len(cuts) - 1):
-            group = perm[cuts[j] : cuts[j + 1]]
-            delta = values[j] - values[j + 1]
-            marginals[group] = delta / len(group) if self.group_credit == "split" else delta
-        return marginals
+    @property
+    def group_credit(self) -> str:
+        return self.marginal.group_credit
 
 
-class PermutationMonteCarlo(PermutationEstimator):
+class PermutationMonteCarlo(PermutationValuation):
     """Plain permutation sampling: add players in order from ∅; marginal v(S ∪ i) − v(S)."""
 
     name = "mc"
 
-    def walk(self, perm, ctx):
-        n = len(perm)
-        values = yield [tuple(sorted(perm[:j].tolist())) for j in range(n + 1)]
-        marginals = np.zeros(n)
-        marginals[perm] = np.diff(values)
-        return marginals
+    def __init__(self, **kwargs):
+        super().__init__(marginal=AddOne(), **kwargs)
 
 
-class AntitheticMonteCarlo(PermutationMonteCarlo):
+class AntitheticMonteCarlo(PermutationValuation):
     """Permutation sampling with each permutation followed by its reverse (one sample = a pair).
 
     A player early in one is late in the other, which cancels much of the variance that comes
@@ -309,13 +330,13 @@ class AntitheticMonteCarlo(PermutationMonteCarlo):
     """
 
     name = "antithetic"
-    unit_size = 2
 
-    def sample_permutations(self, perm):
-        return [perm, perm[::-1].copy()]
+    def __init__(self, **kwargs):
+        kwargs.pop("antithetic", None)
+        super().__init__(marginal=AddOne(), sampler=AntitheticSampler(), **kwargs)
 
 
-class TruncatedMonteCarlo(PermutationEstimator):
+class TruncatedMonteCarlo(PermutationValuation):
     """Permutation sampling that stops a permutation early (Ghorbani & Zou's TMC-Shapley).
 
     Players are added from ∅; once the running score v(S) is within ``tolerance`` of v(full),
@@ -323,42 +344,35 @@ class TruncatedMonteCarlo(PermutationEstimator):
     ``rtol · |v(full) − v(∅)|``. Efficiency holds approximately: a permutation's marginals sum
     to v(S_stop) − v(∅), which differs from v(full) − v(∅) by at most the tolerance. The
     evaluations run one subset per permutation at a time, so parallelism comes from
-    evaluating ``batch_size`` permutations side by side.
+    evaluating several permutations side by side.
     """
 
     name = "tmc"
 
     def __init__(self, rtol: float = 0.05, tolerance: float | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if tolerance is None and not rtol >= 0:
-            raise ShedkitError("rtol must be non-negative")
+        truncation = AbsoluteTruncation(tolerance) if tolerance is not None else RelativeTruncation(rtol)
+        super().__init__(marginal=AddOne(), truncation=truncation, **kwargs)
         self.rtol, self.tolerance = float(rtol), tolerance
 
     def params(self):
-        return {"rtol": self.rtol, "tolerance": self.tolerance}
-
-    def jobs_per_sample(self, n):
-        return 1
+        out = {"rtol": self.rtol, "tolerance": self.tolerance}
+        if isinstance(self.sampler, AntitheticSampler):
+            out["antithetic"] = True
+        return out
 
     def threshold(self, ctx: GameContext) -> float:
-        if self.tolerance is not None:
-            return float(self.tolerance)
-        return self.rtol * abs(ctx.v_full - ctx.v_empty)
-
-    def walk(self, perm, ctx):
-        tol = self.threshold(ctx)
-        marginals = np.zeros(len(perm))
-        current = ctx.v_empty
-        for j in range(len(perm)):
-            if abs(current - ctx.v_full) <= tol:
-                break
-            (value,) = yield [tuple(sorted(perm[: j + 1].tolist()))]
-            marginals[perm[j]] = value - current
-            current = value
-        return marginals
+        return self.truncation.tolerance(ctx)
 
 
-ESTIMATORS: dict[str, type[PermutationEstimator]] = {
+def _subset_valuations() -> dict[str, type]:
+    from shedkit.value.subset_valuations import (ControlVariateShapley, MSRBanzhaf, RegressionShapley,
+                                                 StratifiedShapley)
+
+    return {"msr": MSRBanzhaf, "stratified": StratifiedShapley, "cv": ControlVariateShapley,
+            "regression": RegressionShapley}
+
+
+ESTIMATORS: dict[str, type[Valuation]] = {
     "shed": ShedRemoval,
     "mc": PermutationMonteCarlo,
     "tmc": TruncatedMonteCarlo,
@@ -366,13 +380,15 @@ ESTIMATORS: dict[str, type[PermutationEstimator]] = {
 }
 
 
-def make_estimator(name: str, **params: Any) -> PermutationEstimator:
-    """An estimator by name (``shed``, ``mc``, ``tmc``, ``antithetic``); ``params`` go to its
-    constructor (``removal_k`` for shed, ``rtol``/``tolerance`` for tmc; ``stop``, ``seed``,
-    ``batch_size``, ``progress`` for all). ``None`` values mean "the default"."""
+def make_estimator(name: str, **params: Any) -> Valuation:
+    """An estimator by name (``shed``, ``mc``, ``tmc``, ``antithetic``, ``msr``, ``stratified``,
+    ``cv``, ``regression``); ``params`` go to its constructor (``removal_k``/``group_credit`` for shed,
+    ``rtol``/``tolerance`` for tmc, ``truncation``/``antithetic`` for the permutation ones,
+    ``surrogate`` for cv; ``stop``, ``seed``, ``batch_size``, ``progress`` for all). ``None``
+    values mean "the default"."""
     from shedkit.value.registry import lookup
 
-    cls = lookup(ESTIMATORS, name, "estimator")
+    cls = lookup({**ESTIMATORS, **_subset_valuations()}, name, "estimator")
     params = {k: v for k, v in params.items() if v is not None}
     try:
         return cls(**params)
@@ -391,28 +407,3 @@ def estimate_values(
     """One call: build the named estimator, fit it, return its ``ValuationResult``."""
     est = make_estimator(estimator, **params)
     return est.fit(utility, players=None if players is None else tuple(players), backend=backend).result_
-
-
-class _ProgressBar:
-    """A rich progress bar driven by the stopping rule's completion estimate (or nothing)."""
-
-    def __init__(self, enabled: bool, label: str):
-        self._bar = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-            )
-            self._task = self._bar.add_task(label, total=1.0, info="")
-            self._bar.start()
-
-    def update(self, completion: float, progress: Progress) -> None:
-        if self._bar is not None:
-            info = f"{progress.n_permutations} permutations, {progress.n_evaluations} evaluations"
-            self._bar.update(self._task, completed=completion, info=info)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -8,8 +8,8 @@
   quality, a few harmful ones, diminishing returns within a topic, deterministic noise per
   subset (a fine-tune with a fixed seed is deterministic but jagged). For benchmarks.
 
-``exact_shapley(utility, players)`` solves any utility on few players by enumerating all 2^n
-subsets. Every game is a picklable ``Utility`` and also serves as a score function.
+``exact_shapley(utility, players)`` (and ``exact_banzhaf``) solves any utility on few players by
+enumerating all 2^n subsets. Every game is a picklable ``Utility`` and also serves as a score function.
 """
 
 from __future__ import annotations
@@ -225,4 +225,25 @@ def exact_shapley(utility, players: Sequence[str] | None = None) -> dict[str, fl
         without = masks[(masks & (1 << i)) == 0]
         gains = values[without | (1 << i)] - values[without]
         out[p] = float(np.sum(weight[sizes[without]] * gains))
+    return out
+
+
+def exact_banzhaf(utility, players: Sequence[str] | None = None) -> dict[str, float]:
+    """Exact Banzhaf values by enumeration: β_i = 2^-(n-1) Σ_{S ⊆ N∖{i}} (v(S ∪ {i}) − v(S))."""
+    if players is None:
+        players = getattr(utility, "players", None)
+        if players is None:
+            raise ValueError("pass the players: this utility does not know its player set")
+    players = as_subset(players)
+    n = len(players)
+    if n > MAX_EXACT_PLAYERS:
+        raise ValueError(f"exact Banzhaf enumerates 2^n subsets; n={n} > {MAX_EXACT_PLAYERS}")
+    masks = np.arange(1 << n)
+    values = np.array(
+        [float(utility(tuple(p for i, p in enumerate(players) if m >> i & 1))) for m in masks]
+    )
+    out = {}
+    for i, p in enumerate(players):
+        without = masks[(masks & (1 << i)) == 0]
+        out[p] = float(np.mean(values[without | (1 << i)] - values[without]))
     return out

@@ -17,6 +17,10 @@ VALUATIONS: dict[str, str] = {
     "mc": "shedkit.value.estimators:PermutationMonteCarlo",
     "tmc": "shedkit.value.estimators:TruncatedMonteCarlo",
     "antithetic": "shedkit.value.estimators:AntitheticMonteCarlo",
+    "msr": "shedkit.value.subset_valuations:MSRBanzhaf",
+    "stratified": "shedkit.value.subset_valuations:StratifiedShapley",
+    "cv": "shedkit.value.subset_valuations:ControlVariateShapley",
+    "regression": "shedkit.value.subset_valuations:RegressionShapley",
     "first-order": "shedkit.value.first_order:FirstOrderValuation",
 }
 

@@ -157,6 +157,8 @@ class ValuationResult:
         return int(self.marginals.shape[0])
 
     def _unit_means(self) -> np.ndarray:
+        if self.is_plain:
+            return np.zeros((0, len(self.players)))
         n_units = self.n_permutations // self.unit_size
         rows = self.marginals[: n_units * self.unit_size]
         return rows.reshape(n_units, self.unit_size, -1).mean(axis=1)
@@ -179,6 +181,13 @@ class ValuationResult:
         if len(units) < 2:
             return np.full(len(self.players), np.nan)
         return units.std(axis=0, ddof=1) / np.sqrt(len(units))
+
+    @property
+    def n_samples(self) -> int:
+        """Independent samples behind the estimate (so stopping rules can read a result)."""
+        if self.is_plain:
+            return int(self.info.get("n_samples", 0))
+        return self.n_permutations // self.unit_size
 
     @property
     def counts(self) -> np.ndarray:
@@ -206,7 +215,10 @@ class ValuationResult:
 
     def rank_stability(self) -> float:
         """Spearman correlation between the values from the first and second half of the
-        samples (nan with fewer than 4 samples)."""
+        samples (nan with fewer than 4 samples); for plain values, what the valuation recorded
+        in ``info["rank_stability"]`` (nan if nothing)."""
+        if self.is_plain:
+            return _float(self.info.get("rank_stability"))
         units = self._unit_means()
         half = len(units) // 2
         if half < 2:

@@ -2,9 +2,17 @@
 
     stop = MaxPermutations(200) | MaxEvaluations(2_000) | (StandardErrorBelow(0.01) & RankStability(0.9))
 
-A rule looks at the ``Progress`` of a run after each sample (one permutation, or one antithetic
-pair) is folded in, in the fixed order of the sample stream, so every rule except ``MaxTime``
-stops at the same place whatever the backend or batch size.
+A rule reads the running result of a valuation: any object with ``values``, ``stderr``,
+``n_samples``, ``n_permutations``, ``n_evaluations``, ``n_computed``, ``elapsed`` and
+``rank_stability()`` — the ``Progress`` of a permutation valuation, the running state of a
+subset valuation, or a finished ``ValuationResult`` (so ``rule.check(result)`` says whether a
+saved result already meets it). The evaluation loop checks the rule after every evaluation
+and after every folded sample (see ``shedkit.value.engine``); rules on samples and quality
+stop at the same place whatever the backend, ``MaxTime`` does not.
+
+Two more questions a rule answers for the loop: ``evaluation_budget`` (how many more
+evaluations may start: ``MaxEvaluations`` is never exceeded) and ``planned_evaluations`` (for
+the progress bar and ``--dry-run``).
 """
 
 from __future__ import annotations
@@ -17,11 +25,12 @@ from shedkit.value.result import spearman
 
 
 class Progress:
-    """Running state of an estimation, updated once per sample in stream order.
+    """Running state of a permutation valuation; samples are folded in stream order.
 
     n_permutations -- permutations folded in so far (2 per antithetic sample)
     n_samples      -- independent samples (permutations, or antithetic pairs)
-    n_evaluations  -- distinct subsets the folded samples used (computed or from the cache)
+    n_evaluations  -- distinct subsets the run has evaluated so far (computed or from the
+                      cache), updated by the evaluation loop after every evaluation
     n_computed     -- evaluations the utility actually computed during this run
     elapsed        -- seconds since the run started
     """
@@ -39,6 +48,10 @@ class Progress:
     @property
     def n_permutations(self) -> int:
         return self.n_samples * self.unit_size
+
+    def samples_for_permutations(self, permutations: int) -> int:
+        """Samples that make up ``permutations`` permutations (antithetic pairs round up)."""
+        return -(-int(permutations) // self.unit_size)
 
     @property
     def elapsed(self) -> float:
@@ -91,6 +104,21 @@ class StoppingRule:
         """The leaf rules that make this rule fire now (for the result's ``stopped_by``)."""
         return [str(self)] if self.check(progress) else []
 
+    def evaluation_budget(self, progress: Progress) -> int | None:
+        """How many more evaluations may start before the rule must fire (None: no limit)."""
+        return None
+
+    def sample_budget(self, progress: Progress) -> int | None:
+        """How many more samples may start before the rule must fire (None: no limit), so
+        that a run capped by permutations computes nothing for a sample it will not use."""
+        return None
+
+    def planned_evaluations(self, per_permutation: float, fixed: int = 2) -> float | None:
+        """Evaluations a run under this rule makes at most (None: bounded by time or quality
+        only). ``per_permutation``: new evaluations one permutation costs; ``fixed``: the
+        evaluations made before the first sample (∅ and the full set)."""
+        return None
+
     def __and__(self, other: "StoppingRule") -> "StoppingRule":
         return AllOf(self, other)
 
@@ -112,6 +140,18 @@ class AllOf(StoppingRule):
     def reasons(self, progress):
         return [why for r in self.rules for why in r.reasons(progress)] if self.check(progress) else []
 
+    def evaluation_budget(self, progress):
+        budgets = [r.evaluation_budget(progress) for r in self.rules]
+        return None if any(b is None for b in budgets) else max(budgets)
+
+    def sample_budget(self, progress):
+        budgets = [r.sample_budget(progress) for r in self.rules]
+        return None if any(b is None for b in budgets) else max(budgets)
+
+    def planned_evaluations(self, per_permutation, fixed=2):
+        plans = [r.planned_evaluations(per_permutation, fixed) for r in self.rules]
+        return None if any(p is None for p in plans) else max(plans)
+
     def __str__(self):
         return "(" + " & ".join(map(str, self.rules)) + ")"
 
@@ -129,6 +169,18 @@ class AnyOf(StoppingRule):
 
     def reasons(self, progress):
         return [why for r in self.rules for why in r.reasons(progress)]
+
+    def evaluation_budget(self, progress):
+        budgets = [b for r in self.rules if (b := r.evaluation_budget(progress)) is not None]
+        return min(budgets) if budgets else None
+
+    def sample_budget(self, progress):
+        budgets = [b for r in self.rules if (b := r.sample_budget(progress)) is not None]
+        return min(budgets) if budgets else None
+
+    def planned_evaluations(self, per_permutation, fixed=2):
+        plans = [p for r in self.rules if (p := r.planned_evaluations(per_permutation, fixed)) is not None]
+        return min(plans) if plans else None
 
     def __str__(self):
         return "(" + " | ".join(map(str, self.rules)) + ")"
@@ -153,6 +205,12 @@ class MaxPermutations(StoppingRule):
 
     def completion(self, progress):
         return min(1.0, progress.n_permutations / self.n)
+
+    def planned_evaluations(self, per_permutation, fixed=2):
+        return fixed + self.n * per_permutation
+
+    def sample_budget(self, progress):
+        return max(0, progress.samples_for_permutations(self.n) - progress.n_samples)
 
     def __str__(self):
         return f"MaxPermutations({self.n})"
@@ -185,6 +243,12 @@ class MaxEvaluations(StoppingRule):
     def completion(self, progress):
         return min(1.0, self._seen(progress) / self.n)
 
+    def evaluation_budget(self, progress):
+        return max(0, self.n - self._seen(progress))
+
+    def planned_evaluations(self, per_permutation, fixed=2):
+        return self.n
+
     def __str__(self):
         return f"MaxEvaluations({self.n})" if self.count == "used" else f"MaxEvaluations({self.n}, computed)"
 
@@ -193,7 +257,9 @@ MaxFineTunes = MaxEvaluations
 
 
 class MaxTime(StoppingRule):
-    """Stop after ``seconds`` of wall time (checked between samples; not reproducible)."""
+    """Stop after ``seconds`` of wall time, checked after every evaluation (not reproducible).
+
+    Evaluations already running when it fires are waited for: at most one per worker."""
 
     bounded = True
 
@@ -260,18 +326,27 @@ class RankStability(StoppingRule):
         return f"RankStability({self.threshold:g})"
 
 
+DEFAULT_PERMUTATIONS = 10
+HARD_CAP_PERMUTATIONS = 100
+
+
 def build_stopping_rule(
     permutations: int | None = None,
     max_evals: int | None = None,
     max_time: float | None = None,
     stderr_threshold: float | None = None,
     rank_stability: float | None = None,
-    default_permutations: int = 10,
+    default_permutations: int = DEFAULT_PERMUTATIONS,
+    hard_cap_permutations: int = HARD_CAP_PERMUTATIONS,
 ) -> StoppingRule:
     """The rule the CLI options describe: stop when any cap is reached (``--permutations``,
     ``--max-evals``, ``--max-time``) or when every given quality target is met
-    (``--stderr-threshold`` and ``--rank-stability`` together). With no cap at all,
-    ``MaxPermutations(default_permutations)`` is added so that a run always ends."""
+    (``--stderr-threshold`` and ``--rank-stability`` together).
+
+    With no cap and no target, ``MaxPermutations(default_permutations)`` (SHED's fixed T).
+    With quality targets but no cap, the run goes on until the targets are met, under a hard
+    cap ``MaxPermutations(hard_cap_permutations)`` so that it ends (print it before the run:
+    ``describe_stopping``)."""
     caps: list[StoppingRule] = []
     if permutations:
         caps.append(MaxPermutations(permutations))
@@ -284,7 +359,24 @@ def build_stopping_rule(
         targets.append(StandardErrorBelow(stderr_threshold))
     if rank_stability:
         targets.append(RankStability(rank_stability))
+    target = (targets[0] if len(targets) == 1 else AllOf(*targets)) if targets else None
     if not caps:
-        caps.append(MaxPermutations(default_permutations))
-    rules = caps + ([targets[0] if len(targets) == 1 else AllOf(*targets)] if targets else [])
+        if target is None:
+            return MaxPermutations(default_permutations)
+        return AnyOf(target, HardCap(hard_cap_permutations))
+    rules = caps + ([target] if target is not None else [])
     return rules[0] if len(rules) == 1 else AnyOf(*rules)
+
+
+class HardCap(MaxPermutations):
+    """``MaxPermutations`` added only so that a quality-target run ends; named as such."""
+
+    def __str__(self):
+        return f"HardCap({self.n} permutations)"
+
+
+def describe_stopping(stop: StoppingRule, per_permutation: float, fixed: int = 2) -> str:
+    """One line for the log before a run: the rule and the most evaluations it allows."""
+    planned = stop.planned_evaluations(per_permutation, fixed)
+    cap = "no evaluation cap (time or quality only)" if planned is None else f"at most {int(planned)} evaluations"
+    return f"stopping rule {stop}: {cap}"

@@ -15,10 +15,9 @@ import json
 import math
 import os
 import time
-import uuid
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from shedkit.errors import ShedkitError
 from shedkit.execute.backends import Backend, get_backend
@@ -116,13 +115,19 @@ class Utility:
 
         For the process and Ray backends the utility itself is pickled to the workers.
         """
-        canonical = [as_subset(s) for s in subsets]
-        backend = get_backend(backend)
-        out: list[float] = [math.nan] * len(canonical)
-        for i, value in backend.run(_Evaluate(self), canonical):
-            out[i] = _finite(value, canonical[i])
-            self.computed += 1
+        out: list[float] = [math.nan] * len(subsets)
+        for i, value in self.evaluate_iter(subsets, backend):
+            out[i] = value
         return out
+
+    def evaluate_iter(
+        self, subsets: Sequence[Iterable[str]], backend: Backend | None = None
+    ) -> Iterator[tuple[int, float]]:
+        """``(index, score)`` for each subset as soon as it is known (completion order)."""
+        canonical = [as_subset(s) for s in subsets]
+        for i, value in get_backend(backend).run(_Evaluate(self), canonical):
+            self.computed += 1
+            yield i, _finite(value, canonical[i])
 
     def stats(self) -> dict[str, int]:
         return {"computed": self.computed, "reused": self.reused}
@@ -226,10 +231,9 @@ class CachedUtility(Utility):
                 "seconds": round(outcome.seconds, 6),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(entry))
-            os.replace(tmp, path)
+            from shedkit.data.containers import atomic_write_text
+
+            atomic_write_text(path, json.dumps(entry))
         return value
 
     # -- evaluation ----------------------------------------------------------------------
@@ -244,29 +248,29 @@ class CachedUtility(Utility):
     def __call__(self, subset: Iterable[str]) -> float:
         return self.evaluate(as_subset(subset))
 
-    def evaluate_many(self, subsets, backend=None):
-        """Cached scores are read; the missing ones run as jobs on ``backend`` and each is
-        written to the cache the moment it finishes, so an interruption loses only the jobs
-        in flight."""
+    def evaluate_iter(self, subsets, backend=None):
+        """Cached scores are yielded at once; the missing ones run as jobs on ``backend`` and
+        each is written to the cache (and yielded) the moment it finishes, so an interruption
+        loses only the jobs in flight. Duplicates are evaluated once and yielded for each."""
         jobs = [self.job(s) for s in subsets]
-        values: dict[str, float] = {}
-        missing: dict[str, Job] = {}
-        for job in jobs:
-            key = job.key
-            if key in values or key in missing:
-                continue
-            cached = self.lookup(job)
+        positions: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            positions.setdefault(job.key, []).append(i)
+        todo: list[Job] = []
+        for key, where in positions.items():
+            cached = self.lookup(jobs[where[0]])
             if cached is None:
-                missing[key] = job
-            else:
-                values[key] = cached
-                self.reused += 1
-        todo = list(missing.values())
+                todo.append(jobs[where[0]])
+                continue
+            self.reused += 1
+            for i in where:
+                yield i, cached
         if todo:
             runner = ScoreJobRunner(self.score_fn)
-            for i, outcome in get_backend(backend).run(runner, todo):
-                values[todo[i].key] = self._store(todo[i], outcome)
-        return [values[job.key] for job in jobs]
+            for t, outcome in get_backend(backend).run(runner, todo):
+                value = self._store(todo[t], outcome)
+                for i in positions[todo[t].key]:
+                    yield i, value
 
     def stats(self) -> dict[str, float]:
         return {
