@@ -61,7 +61,7 @@ def bench_command(
     ctx: typer.Context,
     suite: Path = typer.Option(..., "--suite", help="Suite directory: pool.jsonl, pool_labels.jsonl, target_<name>_dev/test.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; holds every stage's cache, results.json/.md/.png."),
-    methods: str = typer.Option("random,dsir,dq,lobass,shed-qocs,shed-qwcs,full", "--methods", help="Comma-separated methods."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated rows: any registered method, METHOD@BUDGET (lobass@0.06), dsir-per-token, or the reference row clean-random. Default: the whole table (random, clean-random, dsir, dsir-per-token, dq, lobass, lobass@0.06, shed-qocs, shed-qwcs, full and any of lowest-loss, ifd, first-order, shed-hybrid that this shedkit has)."),
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method (deterministic methods run once)."),
     method_seeds: Optional[List[str]] = typer.Option(None, "--method-seeds", help="Seed count for one method, METHOD=N (repeatable), e.g. random=5."),
@@ -86,6 +86,7 @@ def bench_command(
     shed_epochs: Optional[float] = typer.Option(None, "--shed-epochs", help="Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    reuse: Optional[List[Path]] = typer.Option(None, "--reuse", help="A results.json (repeatable; e.g. the committed bench/results/...): its evaluated (row, seed) cells with the same content key are reused, not recomputed. DIR/results.json is always read."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
 ) -> None:
     """Benchmark selection methods: select, fine-tune with one recipe, evaluate on held-out targets."""
@@ -94,6 +95,7 @@ def bench_command(
     from rich.console import Console
 
     from shedkit.evaluate.bench import BenchConfig, run_bench
+    from shedkit.evaluate.bench_rows import default_rows
     from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE
 
     p = merge_config(ctx, dict(ctx.params), config)
@@ -106,7 +108,8 @@ def bench_command(
     recipe = replace(recipe, **changes)
     budget = float(p["budget"]) if "." in str(p["budget"]) else int(p["budget"])
     settings = dict(
-        methods=tuple(m.strip() for m in str(p["methods"]).split(",") if m.strip()), budget=budget,
+        methods=tuple(m.strip() for m in str(p["methods"]).split(",") if m.strip()) if p["methods"] else default_rows(),
+        budget=budget, reuse=tuple(str(x) for x in p["reuse"] or ()),
         seeds=int(p["seeds"]), model=p["model"], recipe=recipe, limit_test=p["limit_test"],
         pool_limit=p["pool_limit"], full_epochs=p["full_epochs"], shed_target=p["shed_target"],
         shed_clusters=p["shed_clusters"], shed_permutations=p["shed_permutations"],
@@ -124,7 +127,7 @@ def bench_command(
     stdout = Console(highlight=False)
     stdout.print(f"stages computed {doc['stages']['computed']}, reused {doc['stages']['cached']}; "
                  f"wall {doc['wall_seconds'] / 60:.1f} min")
-    for name in ("results.json", "results.md", "results.png"):
+    for name in ("results.json", "results.md", "results.png", "compute_vs_quality.png"):
         stdout.print(f"  {name:12s} {Path(p['out']) / name}")
 
 
