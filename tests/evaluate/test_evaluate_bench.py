@@ -231,7 +231,7 @@ def _summary_doc(rows):
         sd = float(np.std(losses, ddof=1)) if len(losses) > 1 else None
         summary[row] = {"runs": len(losses), "deterministic": row == "full", "reference": row == "clean-random",
                         "tasks": {"alpaca_test": {"loss": {"mean": float(np.mean(losses)), "sd": sd, "n": len(losses)}}}}
-    return {"summary": summary, "settings": {"limit_test": None}, "cells": {}, "pool_key": "p", "evals_key": "e"}
+    return {"summary": summary, "settings": {"limit_test": None}, "cells": {}, "pool_key": "p", "eval_keys": {"alpaca_test": "e"}}
 
 
 def test_claims_known_answers():
@@ -258,9 +258,9 @@ def test_transfer_claim_from_cells():
     losses = {"lora": {"random": 2.0, "dq": 1.9, "dsir": 2.1}, "full": {"random": 1.8, "dq": 1.7, "dsir": 1.6}}
     for kind, rows in losses.items():
         for row, loss in rows.items():
-            doc["cells"][f"{kind}-{row}"] = {"row": row, "pool": "p", "evals_key": "e", "recipe": {"method": kind},
+            doc["cells"][f"{kind}-{row}"] = {"row": row, "pool": "p", "eval_keys": {"alpaca_test": "e"}, "recipe": {"method": kind},
                                              "eval": {"alpaca_test": {"loss": loss}}}
-    doc["cells"]["other-eval"] = {"row": "dq", "pool": "p", "evals_key": "x", "recipe": {"method": "full"},
+    doc["cells"]["other-eval"] = {"row": "dq", "pool": "p", "eval_keys": {"alpaca_test": "x"}, "recipe": {"method": "full"},
                                   "eval": {"alpaca_test": {"loss": 0.1}}}  # other test rows: ignored
     text, verdict = transfer_claim(doc)
     assert verdict == "partly" or verdict == "no"

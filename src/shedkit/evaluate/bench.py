@@ -44,7 +44,7 @@ from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig,
 
 SHED_METHODS = ("shed-qocs", "shed-qwcs")
 BENCH_VERSION = "1"
-CELLS_VERSION = "1"
+CELLS_VERSION = "2"
 
 # --quick: each setting below replaces the default; all are listed in results.md
 QUICK = {
@@ -69,6 +69,7 @@ class BenchConfig:
     recipe_seed: int = RECIPE_SEED
     full_epochs: float | None = None  # epochs of the 'full' fine-tune (None: the recipe's)
     limit_test: int | None = None  # first N rows of each test target
+    tasks: tuple[str, ...] | None = None  # test targets to evaluate (names, e.g. "alpaca"); None: all
     pool_limit: int | None = None  # first N rows of the pool
     score: ScoreConfig = field(default_factory=ScoreConfig)
     shed_target: str = "alpaca"  # the loss dev target SHED's value function uses
@@ -153,7 +154,12 @@ class Bench:
         self.pool = pool
         self.pool_key = records_fingerprint(pool.records)
         self.labels = read_labels(self.suite.labels)
-        self.tasks = [load_task(p, name=f"{n}_test").head(self.config.limit_test) for n, p in self.suite.test.items()]
+        wanted = self.config.tasks
+        unknown = sorted(set(wanted or ()) - set(self.suite.test))
+        if unknown:
+            raise ShedkitError(f"--tasks {', '.join(unknown)}: not a test target of {self.suite.root}; have {', '.join(self.suite.test)}")
+        self.tasks = [load_task(p, name=f"{n}_test").head(self.config.limit_test) for n, p in self.suite.test.items()
+                      if wanted is None or n in wanted]
         self.inputs = self.out / "inputs"
 
     def _dev_file(self, name: str, limit: int | None) -> str:
@@ -325,32 +331,38 @@ class Bench:
         self.out.mkdir(parents=True, exist_ok=True)
         self._load()
         cells = self.known_cells()
+        eval_keys = {t.name: self.eval_key(t) for t in self.tasks}
         base_key = self.cell_key(None, None)
-        if base_key in cells:
-            base_eval = cells[base_key]["eval"]
+        base_eval = self.reusable(cells.get(base_key))
+        if base_eval is not None:
             self.counts.cells_reused += 1
         else:
             base_eval = self.eval_stage("base-" + stable_hash(model_identity(self.config.model), 12), self.base)
-            cells[base_key] = {"cell": base_key, "row": "base", "method": "base", "seed": None, "cells_version": CELLS_VERSION,
-                               "eval": {k: {m: v for m, v in e.items() if m != "source"} for k, e in base_eval.items()}}
+            base_eval = {k: {m: v for m, v in e.items() if m != "source"} for k, e in base_eval.items()}
+            cells[base_key] = self.merge_cell(cells.get(base_key), {
+                "cell": base_key, "row": "base", "method": "base", "seed": None, "cells_version": CELLS_VERSION,
+                "model": self.config.model, "eval": base_eval, "eval_keys": eval_keys})
         runs = []
         for spec in self.config.methods:
             for seed in self.config.seeds_for(spec):
                 key = self.cell_key(spec, seed)
-                if key in cells:
-                    record = {**cells[key], "row": spec, "reused_from_results": True}
+                evals = self.reusable(cells.get(key))
+                if evals is not None:
+                    record = {**cells[key], "row": spec, "eval": evals, "reused_from_results": True}
+                    record.pop("eval_keys", None)
                     self.counts.cells_reused += 1
-                else:
-                    n_loads = len(self.loads)
-                    sel = self.select_stage(spec, seed)
-                    ft_key, stats = self.finetune_stage(spec, sel)
-                    ft_dir = self.out / "finetunes" / ft_key
-                    evals = self.eval_stage(ft_key, lambda d=ft_dir: load_model(str(d)))
-                    record = _run_record(spec, seed, sel, ft_key, stats, evals)
-                    record.update(cell=key, cells_version=CELLS_VERSION, pool=self.pool_key, evals_key=self.evals_key(),
-                                  recipe=self.recipe_for(spec).to_dict(), recipe_seed=self.config.recipe_seed,
-                                  model=self.config.model, load=self.loads[n_loads:])
-                cells[key] = {k: v for k, v in record.items() if k != "reused_from_results"}
+                    runs.append(record)
+                    continue
+                n_loads = len(self.loads)
+                sel = self.select_stage(spec, seed)
+                ft_key, stats = self.finetune_stage(spec, sel)
+                ft_dir = self.out / "finetunes" / ft_key
+                evals = self.eval_stage(ft_key, lambda d=ft_dir: load_model(str(d)))
+                record = _run_record(spec, seed, sel, ft_key, stats, evals)
+                record.update(cell=key, cells_version=CELLS_VERSION, pool=self.pool_key,
+                              recipe=self.recipe_for(spec).to_dict(), recipe_seed=self.config.recipe_seed,
+                              model=self.config.model, load=self.loads[n_loads:])
+                cells[key] = self.merge_cell(cells.get(key), {**record, "eval_keys": eval_keys})
                 runs.append(record)
         doc = {
             "suite": str(self.suite.root),
@@ -370,7 +382,7 @@ class Bench:
                        "cells_reused": self.counts.cells_reused},
             "machine": {**machine(), "load_during": load_summary(self.loads), "load_samples": self.loads},
             "wall_seconds": round(time.perf_counter() - start, 3),
-            "evals_key": self.evals_key(),
+            "eval_keys": eval_keys,
             "pool_key": self.pool_key,
             "cells": cells,
         }
@@ -385,22 +397,36 @@ class Bench:
         write_results_md(doc, self.out / "results.md")
         return doc
 
-    def evals_key(self) -> str:
-        """What the evaluations were (tasks' rows, scoring): cells compare only under one key."""
-        return stable_hash(sorted((t.name, self.eval_key(t)) for t in self.tasks), 12)
-
     def cell_key(self, spec: str | None, seed: int | None) -> str:
         """A (row, seed) cell's key, by content: the selection's key (method, options, budget,
         seed, pool), the recipe and its seed, the base model and the evaluations' keys.
         ``spec=None``: the base model's evaluation."""
         from shedkit.models.loading import model_identity
 
-        evals = sorted((t.name, self.eval_key(t)) for t in self.tasks)
         if spec is None:
-            return "base-" + stable_hash({"model": model_identity(self.config.model), "evals": evals, "v": CELLS_VERSION}, 16)
+            return "base-" + stable_hash({"model": model_identity(self.config.model), "v": CELLS_VERSION}, 16)
         return stable_hash({"selection": self.selection_key(spec, seed), "recipe": self.recipe_for(spec).to_dict(),
                             "recipe_seed": self.config.recipe_seed, "model": model_identity(self.config.model),
-                            "evals": evals, "v": CELLS_VERSION}, 16)
+                            "v": CELLS_VERSION}, 16)
+
+    def reusable(self, cell: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The cell's evaluations of this run's tasks when it has every one of them under the
+        same task key (rows, scoring); else None (the stages run, from their cache where it is)."""
+        if not cell:
+            return None
+        keys = cell.get("eval_keys") or {}
+        if any(keys.get(t.name) != self.eval_key(t) or t.name not in cell.get("eval", {}) for t in self.tasks):
+            return None
+        return {t.name: cell["eval"][t.name] for t in self.tasks}
+
+    @staticmethod
+    def merge_cell(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+        """``new`` plus the evaluations of other tasks that ``old`` (the same cell) holds."""
+        if not old:
+            return new
+        evals = {**old.get("eval", {}), **new["eval"]}
+        keys = {**(old.get("eval_keys") or {}), **(new.get("eval_keys") or {})}
+        return {**new, "eval": evals, "eval_keys": keys}
 
     def known_cells(self) -> dict[str, dict[str, Any]]:
         """Evaluated cells from ``out/results.json`` and the ``reuse`` files (later files win):

@@ -71,7 +71,8 @@ def recipe_summaries(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     by: dict[str, dict[str, list[float]]] = {}
     for cell in (doc.get("cells") or {}).values():
-        if cell.get("row") == "base" or cell.get("pool") != doc.get("pool_key") or cell.get("evals_key") != doc.get("evals_key"):
+        same_eval = (cell.get("eval_keys") or {}).get(LOSS_TASK) == (doc.get("eval_keys") or {}).get(LOSS_TASK)
+        if cell.get("row") == "base" or cell.get("pool") != doc.get("pool_key") or not same_eval:
             continue
         loss = cell.get("eval", {}).get(LOSS_TASK, {}).get("loss")
         if loss is not None:
