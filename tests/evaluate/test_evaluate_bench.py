@@ -216,6 +216,12 @@ def test_registered_method_runs_without_bench_changes(tmp_path, suite, monkeypat
     doc2 = json.loads((out2 / "results.json").read_text())
     assert doc2["stages"]["computed"] == {"select": 0, "finetune": 0, "eval": 0} and doc2["stages"]["cells_reused"] == 2
     assert doc2["runs"][0]["eval"] == doc["runs"][0]["eval"] and doc2["cells"].keys() == doc["cells"].keys()
+    # --cached-only computes nothing and lists what is missing
+    assert main(args[:8] + ["2"] + args[9:] + ["--cached-only"]) == 0
+    doc_c = json.loads((out / "results.json").read_text())
+    assert doc_c["stages"]["computed"] == {"select": 0, "finetune": 0, "eval": 0}
+    assert doc_c["missing_cells"] == ["lowest-loss@5 seed 1"] and len(doc_c["runs"]) == 1
+    assert "not yet evaluated: lowest-loss@5 seed 1" in (out / "results.md").read_text()
     # another budget is another cell
     assert main(args[:6] + ["lowest-loss@6"] + args[7:]) == 0
     doc3 = json.loads((out / "results.json").read_text())

@@ -88,6 +88,7 @@ def bench_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     reuse: Optional[List[Path]] = typer.Option(None, "--reuse", help="A results.json (repeatable; e.g. the committed bench/results/...): its evaluated (row, seed) cells with the same content key are reused, not recomputed. DIR/results.json is always read."),
+    cached_only: bool = typer.Option(False, "--cached-only", help="Compute nothing: write the results of the cells already evaluated (DIR/results.json, --reuse files) and list the missing ones."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose keys are these flags (flags win)."),
 ) -> None:
     """Benchmark selection methods: select, fine-tune with one recipe, evaluate on held-out targets."""
@@ -110,7 +111,7 @@ def bench_command(
     budget = float(p["budget"]) if "." in str(p["budget"]) else int(p["budget"])
     settings = dict(
         methods=tuple(m.strip() for m in str(p["methods"]).split(",") if m.strip()) if p["methods"] else default_rows(),
-        budget=budget, reuse=tuple(str(x) for x in p["reuse"] or ()),
+        budget=budget, reuse=tuple(str(x) for x in p["reuse"] or ()), cached_only=p["cached_only"],
         seeds=int(p["seeds"]), model=p["model"], recipe=recipe, limit_test=p["limit_test"],
         tasks=tuple(t.strip() for t in str(p["tasks"]).split(",") if t.strip()) if p["tasks"] else None,
         pool_limit=p["pool_limit"], full_epochs=p["full_epochs"], shed_target=p["shed_target"],

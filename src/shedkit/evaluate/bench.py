@@ -84,6 +84,7 @@ class BenchConfig:
     method_seeds: dict[str, int] = field(default_factory=dict)  # per-method seed counts (default: seeds)
     quick: bool = False
     reuse: tuple[str, ...] = ()  # results.json files whose evaluated cells are reused (see Bench.known_cells)
+    cached_only: bool = False  # report the known cells only: compute nothing, list the missing ones
 
     @classmethod
     def quick_config(cls, **overrides) -> "BenchConfig":
@@ -334,8 +335,11 @@ class Bench:
         eval_keys = {t.name: self.eval_key(t) for t in self.tasks}
         base_key = self.cell_key(None, None)
         base_eval = self.reusable(cells.get(base_key))
+        missing: list[str] = []
         if base_eval is not None:
             self.counts.cells_reused += 1
+        elif self.config.cached_only:
+            base_eval, missing = {}, ["base"]
         else:
             base_eval = self.eval_stage("base-" + stable_hash(model_identity(self.config.model), 12), self.base)
             base_eval = {k: {m: v for m, v in e.items() if m != "source"} for k, e in base_eval.items()}
@@ -352,6 +356,9 @@ class Bench:
                     record.pop("eval_keys", None)
                     self.counts.cells_reused += 1
                     runs.append(record)
+                    continue
+                if self.config.cached_only:
+                    missing.append(f"{spec} {'once' if seed is None else f'seed {seed}'}")
                     continue
                 n_loads = len(self.loads)
                 sel = self.select_stage(spec, seed)
@@ -384,6 +391,7 @@ class Bench:
             "wall_seconds": round(time.perf_counter() - start, 3),
             "eval_keys": eval_keys,
             "pool_key": self.pool_key,
+            "missing_cells": missing,
             "cells": cells,
         }
         from shedkit.report.manifest import environment

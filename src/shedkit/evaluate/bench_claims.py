@@ -126,7 +126,7 @@ def missing_cells(doc: dict[str, Any], planned=TABLE_ROWS, seeds: int = PLANNED_
     """What the planned table still lacks: rows without results, rows with fewer than ``seeds``
     seeds (deterministic rows need one), reduced test sets, the full-FT transfer rows."""
     s = doc["summary"]
-    out = []
+    out = [f"not yet evaluated: {', '.join(doc['missing_cells'])}"] if doc.get("missing_cells") else []
     for row in planned:
         m = s.get(row)
         want = 1 if row == "full" or (m and m["deterministic"]) else seeds
