@@ -18,8 +18,18 @@ with one more method or seed, computes only what is new:
 - ``cache/``  the methods' shared cache (embeddings, SHED fine-tunes, LoBaSS reference and
   losses) unless ``cache_dir`` is given. The first method that needs embeddings pays for them.
 
-Deterministic methods (``full``; ``dsir`` with ``top_k``) select once, not per seed. Every
-fine-tune uses the same recipe seed, so differences between seeds come from the selections.
+Above the stages, results.json keeps every evaluated (row, seed) *cell* under ``cells``,
+keyed by content (the selection's key: method, options, budget, seed, pool; the recipe and its
+seed; the base model) with one key per test target (rows, scoring). A run reads the cells of
+``out/results.json`` and of the ``reuse`` files (e.g. the committed results.json) and skips a
+cell found there with every task it needs, even when the stage folders are gone; the cells
+accumulate, so a committed results.json is the table's cache. ``cached_only`` computes nothing.
+
+Rows are spec strings (``shedkit.evaluate.bench_rows``): any registered method,
+``METHOD@BUDGET``, the ``dsir-per-token`` variant, and the ``clean-random`` reference row, which
+reads the labels and is marked as a reference everywhere. Deterministic methods (``full``;
+``dsir`` with ``top_k``) select once, not per seed. Every fine-tune uses the same recipe seed,
+so differences between seeds come from the selections.
 """
 
 from __future__ import annotations
