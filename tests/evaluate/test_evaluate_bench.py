@@ -80,8 +80,10 @@ def test_bench_end_to_end_and_incremental_seeds(tmp_path, suite):
         if (r["method"], r["seed"]) in first:
             assert r["eval"] == first[(r["method"], r["seed"])]["eval"]
 
-    # without results.json the stage folders still hold every stage: nothing is recomputed
+    # without results.json (and cells.json) the stage folders still hold every stage: nothing is recomputed
+    assert json.loads((out / "cells.json").read_text())["cells"].keys() == doc2["cells"].keys()
     (out / "results.json").unlink()
+    (out / "cells.json").unlink()
     assert _bench(suite, out, 2) == 0
     doc3 = json.loads((out / "results.json").read_text())
     assert doc3["stages"]["computed"] == {"select": 0, "finetune": 0, "eval": 0}

@@ -55,6 +55,7 @@ from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig,
 SHED_METHODS = ("shed-qocs", "shed-qwcs")
 BENCH_VERSION = "1"
 CELLS_VERSION = "2"
+CELLS_FILE = "cells.json"  # every cell known to the run in progress, rewritten after each computed cell
 
 # --quick: each setting below replaces the default; all are listed in results.md
 QUICK = {
@@ -380,6 +381,7 @@ class Bench:
                               recipe=self.recipe_for(spec).to_dict(), recipe_seed=self.config.recipe_seed,
                               model=self.config.model, load=self.loads[n_loads:])
                 cells[key] = self.merge_cell(cells.get(key), {**record, "eval_keys": eval_keys})
+                atomic_write_json(self.out / CELLS_FILE, {"cells": cells})  # a run cut short keeps its finished cells
                 runs.append(record)
         doc = {
             "suite": str(self.suite.root),
@@ -451,7 +453,7 @@ class Bench:
         a cell found here is not selected, fine-tuned or evaluated again, even when the stage
         folders are gone (a committed results.json is enough to resume a table)."""
         cells: dict[str, dict[str, Any]] = {}
-        for path in [*self.config.reuse, self.out / "results.json"]:
+        for path in [*self.config.reuse, self.out / CELLS_FILE, self.out / "results.json"]:
             path = Path(path)
             if path.is_file():
                 doc = json.loads(path.read_text())
