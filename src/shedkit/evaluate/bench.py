@@ -399,7 +399,10 @@ class Bench:
             "summary": summarize(runs, [t.name for t in self.tasks], self.config),
             "stages": {"computed": self.counts.computed, "cached": self.counts.cached,
                        "cells_reused": self.counts.cells_reused},
-            "machine": {**machine(), "load_during": load_summary(self.loads), "load_samples": self.loads},
+            # load at every stage behind these results: this run's, and those the reused cells recorded
+            "machine": {**machine(), "load_during": load_summary(self.loads + [x for r in runs if r.get("reused_from_results")
+                                                                              for x in r.get("load") or []]),
+                        "load_samples": self.loads},
             "wall_seconds": round(time.perf_counter() - start, 3),
             "eval_keys": eval_keys,
             "pool_key": self.pool_key,

@@ -48,7 +48,7 @@ def results_markdown(doc: dict[str, Any]) -> str:
     lines += [f"Machine: {mach.get('cpu_model') or mach['processor']}, {mach['cpus']} CPU cores, fast bf16 (AMX/AVX512-BF16) "
               f"{'yes' if mach.get('fast_bf16') else 'no'}, torch threads {mach['torch_threads']}"
               + (f", GPU {mach['cuda']}" if mach.get("cuda") else ", no GPU")
-              + (f"; load average (1 min) during the computed stages {during['min']}–{during['max']} (mean {during['mean']},"
+              + (f"; load average (1 min) at the stages behind these results {during['min']}–{during['max']} (mean {during['mean']},"
                  f" {during['samples']} samples){' — timings under load' if during['max'] > (mach['cpus'] or 1) else ''}" if during else "")
               + (f"; at the end {mach['load_average']}" if mach.get("load_average") else "")
               + f"; {mach['platform']}; git {doc['environment'].get('git')}; {doc['created']}; wall time {doc['wall_seconds'] / 60:.1f} min.", ""]
