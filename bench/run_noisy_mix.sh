@@ -12,13 +12,18 @@
 #   rows R1,R2 N   the given rows (e.g. dsir,dsir-per-token,dq), seeds 0..N-1
 #   tasks T        evaluate every finished cell on test targets T as well (e.g. arc_easy,gsm8k)
 #   transfer R N   rows R with the full-fine-tuning recipe (transferability claim)
-#   collect        copy results.json/.md/*.png from OUT into bench/results/noisy-mix-v1/
+#   collect        report every evaluated cell of the whole table (--cached-only: computes nothing,
+#                  lists the missing cells) and copy results.json/.md/*.png into bench/results/noisy-mix-v1/
 #
 # Recipe (measured 2026-11-29 on an Intel Xeon with AMX, 2 cores shared by 7 sessions, load
 # average 5-7; bench/results/noisy-mix-v1/README.md has the figures): LoRA r=16, batch 8,
 # max_length 256, bf16 autocast (auto), 1 torch thread (2 threads were 5x slower under this
-# load), lr 5e-4, half an epoch of each 300-row subset (19 steps, ~4-5 min under load
-# including the 300-row Alpaca test evaluation).
+# load). The first calibration recipe (half an epoch, lr 5e-4: 19 steps, ~3.5 min per subset
+# including the 300-row Alpaca test evaluation, load 2-3) did not separate clean-random from
+# random; this one is stronger: 1 epoch (38 steps), lr 1e-3.
+# SHED (when run): 10 clusters, 2 permutations, k=2, 50 dev rows, proxies 0.5 epoch: about 10
+# proxy fine-tunes of <= 10 rows plus a 50-row dev evaluation each (~6 min here); SHED's default
+# (sqrt(3000) = 55 clusters, 10 permutations, k=1) is ~550 proxy fine-tunes, ~12 h on this CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/work/bench-out/noisy-mix-v1}
@@ -27,7 +32,7 @@ RESULTS=bench/results/noisy-mix-v1
 SHEDKIT=${SHEDKIT:-.venv/bin/shedkit}
 LOCK=${LOCK:-/tmp/shedkit-heavy.lock}
 export OMP_NUM_THREADS=1
-RECIPE=(--budget 0.1 --epochs 0.5 --max-length 256 --lr 5e-4 --threads 1 --no-progress
+RECIPE=(--budget 0.1 --epochs 1 --max-length 256 --lr 1e-3 --threads 1 --no-progress
         --shed-clusters 10 --shed-permutations 2 --shed-removal-k 2 --shed-dev-limit 50 --shed-epochs 0.5
         --lobass-ref-epochs 0.25 --full-epochs 0.5)
 REUSE=()
@@ -47,6 +52,7 @@ case $piece in
   tasks) t=${1:?tasks}; shift; bench --methods random,clean-random --seeds 3 --tasks "$t" "$@" ;;
   transfer) rows=${1:?rows}; n=${2:?seeds}; shift 2; bench --methods "$rows" --seeds "$n" --tasks alpaca --train-method full "$@" ;;
   collect)
+    "$SHEDKIT" bench --suite "$SUITE" --out "$OUT" "${RECIPE[@]}" "${REUSE[@]}" --cached-only --seeds 3 --tasks alpaca "$@"
     mkdir -p "$RESULTS"
     for f in results.json results.md results.png compute_vs_quality.png; do cp "$OUT/$f" "$RESULTS/$f"; done
     echo "copied into $RESULTS" ;;
