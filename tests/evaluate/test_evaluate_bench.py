@@ -255,6 +255,8 @@ def test_claims_known_answers():
     assert [c for c in claims(doc) if "QWCS" in c[0]][0][3] == "within noise"
     assert [c for c in claims(doc) if c[0].startswith("transfer")][0][3] == "not measured"
     assert compare(doc["summary"], "random", "clean-random")[1] == "no"
+    thin = _summary_doc({"random": [2.0, 2.1], "clean-random": [1.5]})["summary"]
+    assert compare(thin, "clean-random", "random")[1] == "yes — provisional: clean-random, random under 3 seeds"
     missing = missing_cells(doc, planned=("random", "clean-random", "dq", "full"))
     assert "dq: not run" in missing and not any(m.startswith(("random", "full", "clean-random")) for m in missing)
 

@@ -5,7 +5,8 @@ Every comparison is on the Alpaca test loss (``alpaca_test``; lower is better), 
 seeds. "Noise" is the larger sample sd of the two rows compared; a row with one seed borrows
 ``random``'s sd (said so in the table). A claim "holds" when the difference is in its
 direction by more than 2 × noise, "does not hold" when it is the other way by more than that,
-and "within noise" otherwise; "not measured" when a row is missing.
+and "within noise" otherwise; "not measured" when a row is missing; "provisional" when a
+stochastic row has fewer than 3 seeds (its sd, or the borrowed one, is then a rough guess).
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ def compare(summary: dict[str, Any], better: str, worse: str, *, tie_ok: bool = 
         verdict = "no"
     else:
         verdict = "yes (within noise)" if tie_ok else "within noise"
+    if noise is not None:
+        thin = [r for r, st in ((better, a), (worse, b)) if st["n"] < PLANNED_SEEDS and not _single_run_row(summary, r)]
+        if thin:
+            verdict += f" — provisional: {', '.join(thin)} under {PLANNED_SEEDS} seeds"
     return text, verdict
+
+
+def _single_run_row(summary: dict[str, Any], row: str) -> bool:
+    """A deterministic row (full; dsir top-k) runs once by design: one run is all it has."""
+    return bool((summary.get(row) or {}).get("deterministic"))
 
 
 def _fmt(stat: dict[str, Any]) -> str:
