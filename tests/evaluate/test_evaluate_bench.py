@@ -71,13 +71,24 @@ def test_bench_end_to_end_and_incremental_seeds(tmp_path, suite):
     assert _bench(suite, out, 2) == 0
     doc2 = json.loads((out / "results.json").read_text())
     assert doc2["stages"]["computed"] == {"select": 1, "finetune": 1, "eval": n_tasks}
-    assert doc2["stages"]["cached"] == {"select": 2, "finetune": 2, "eval": 3 * n_tasks}
+    # the finished cells (base, random seed 0, full) come whole from the previous results.json
+    assert doc2["stages"]["cached"] == {"select": 0, "finetune": 0, "eval": 0} and doc2["stages"]["cells_reused"] == 3
     assert [(r["method"], r["seed"]) for r in doc2["runs"]] == [("random", 0), ("random", 1), ("full", None)]
     assert doc2["summary"]["random"]["runs"] == 2 and doc2["summary"]["random"]["tasks"]["alpaca_test"]["loss"]["sd"] is not None
     first = {(r["method"], r["seed"]): r for r in doc["runs"]}
     for r in doc2["runs"]:
         if (r["method"], r["seed"]) in first:
             assert r["eval"] == first[(r["method"], r["seed"])]["eval"]
+
+    # without results.json (and cells.json) the stage folders still hold every stage: nothing is recomputed
+    assert json.loads((out / "cells.json").read_text())["cells"].keys() == doc2["cells"].keys()
+    (out / "results.json").unlink()
+    (out / "cells.json").unlink()
+    assert _bench(suite, out, 2) == 0
+    doc3 = json.loads((out / "results.json").read_text())
+    assert doc3["stages"]["computed"] == {"select": 0, "finetune": 0, "eval": 0}
+    assert doc3["stages"]["cached"] == {"select": 3, "finetune": 3, "eval": 4 * n_tasks}
+    assert [r["eval"] for r in doc3["runs"]] == [r["eval"] for r in doc2["runs"]]
 
 
 def test_bench_recipe_spells_out_every_field():
@@ -120,3 +131,149 @@ def test_selection_keys_follow_file_content_not_paths(tmp_path):
 def test_bench_rejects_unknown_method(tmp_path, suite):
     code = main(["bench", "--suite", str(suite), "--out", str(tmp_path / "b"), "--methods", "randon", "--model", "tiny-random"])
     assert code == 2
+
+
+def test_clean_random_reference_row_never_selects_a_corrupted_row(tmp_path, suite):
+    """clean-random reads the labels (a reference, not a method): every seed picks only clean
+    lines, seeds differ, and the results mark the row as a reference."""
+    out = tmp_path / "bench"
+    assert main(["bench", "--suite", str(suite), "--out", str(out), "--methods", "clean-random,random", "--seeds", "3",
+                 "--quick", "--model", "tiny-random", "--limit-test", "3", "--budget", "8", "--no-progress"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    labels = [json.loads(line)["label"] for line in (suite / "pool_labels.jsonl").read_text().splitlines()]
+    picks = []
+    for run in doc["runs"]:
+        sel = json.loads(next((out / run["selection"]).glob("bench_selection.json")).read_text())
+        if run["row"] == "clean-random":
+            assert run["reference"] and len(sel["rows"]) == 8
+            assert all(labels[r] == "clean" for r in sel["rows"])
+            assert run["composition"]["labels"]["corrupted"] == 0.0
+            picks.append(tuple(sel["rows"]))
+        else:
+            assert not run["reference"]
+    assert len(picks) == 3 and len(set(picks)) == 3  # seeds differ
+    s = doc["summary"]
+    assert s["clean-random"]["reference"] and not s["random"]["reference"]
+    assert s["clean-random"]["labels"]["corrupted"]["mean"] == 0.0
+    md = (out / "results.md").read_text()
+    assert "| clean-random (reference: reads the labels) | 3 seeds |" in md
+    assert "calibration: clean-random beats random" in md and "**INCOMPLETE**" in md
+    assert (out / "compute_vs_quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clean_random_positions_known_answer():
+    from types import SimpleNamespace
+
+    from shedkit.errors import ShedkitError
+    from shedkit.evaluate.bench_rows import clean_random_positions
+
+    labels = [{"label": x} for x in ["clean", "truncated", "clean", "clean", "misaligned", "clean"]]
+    records = [SimpleNamespace(index=i) for i in (0, 2, 3, 4, 5)]  # line 1 left out (e.g. an empty response)
+    pos = clean_random_positions(records, labels, 4, seed=0)
+    assert pos == [0, 1, 2, 4]  # all four clean records, never position 3 (line 4, misaligned)
+    assert clean_random_positions(records, labels, 2, seed=5) == clean_random_positions(records, labels, 2, seed=5)
+    with pytest.raises(ShedkitError):
+        clean_random_positions(records, labels, 5, seed=0)
+    with pytest.raises(ShedkitError):
+        clean_random_positions(records, [], 1, seed=0)
+
+
+def test_row_specs():
+    from shedkit.errors import ShedkitError
+    from shedkit.evaluate.bench_rows import default_rows, parse_row
+    from shedkit.pipeline.methods import METHODS
+
+    assert parse_row("lobass@0.06").method == "lobass" and parse_row("lobass@0.06").budget == 0.06
+    assert parse_row("random@300").budget == 300 and parse_row("random").budget is None
+    row = parse_row("dsir-per-token")
+    assert row.method == "dsir" and row.options == {"dsir_normalize": True} and not row.reference
+    assert parse_row("clean-random").reference
+    for bad in ("randon", "lobass@", "dq@-1"):
+        with pytest.raises(ShedkitError):
+            parse_row(bad)
+    rows = default_rows()
+    assert rows[:2] == ("random", "clean-random") and "lobass@0.06" in rows and "full" in rows
+    # methods other branches add appear only when registered
+    for name in ("lowest-loss", "ifd", "first-order", "shed-hybrid"):
+        assert (name in rows) == (name in METHODS)
+    cfg = BenchConfig(methods=("dsir-per-token", "lobass@0.06"), method_options={"dsir-per-token": {"top_k": True}})
+    assert cfg.deterministic("dsir-per-token") and not cfg.deterministic("dsir") and cfg.seeds_for("lobass@0.06") == [0, 1, 2]
+
+
+def test_registered_method_runs_without_bench_changes(tmp_path, suite, monkeypatch):
+    """A method another branch registers (here: a stand-in module under another name) runs as a
+    bench row, with its own budget, and results.json reuses its cell by content."""
+    from shedkit.pipeline import methods
+
+    monkeypatch.setitem(methods.METHODS, "lowest-loss", "random")  # any module with run(ctx)
+    out = tmp_path / "bench"
+    args = ["bench", "--suite", str(suite), "--out", str(out), "--methods", "lowest-loss@5", "--seeds", "1",
+            "--quick", "--model", "tiny-random", "--limit-test", "3", "--no-progress"]
+    assert main(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["runs"][0]["row"] == "lowest-loss@5" and doc["runs"][0]["rows"] == 5
+    # a fresh output folder resumes from the first run's results.json alone
+    out2 = tmp_path / "bench2"
+    assert main(args[:4] + [str(out2)] + args[5:] + ["--reuse", str(out / "results.json")]) == 0
+    doc2 = json.loads((out2 / "results.json").read_text())
+    assert doc2["stages"]["computed"] == {"select": 0, "finetune": 0, "eval": 0} and doc2["stages"]["cells_reused"] == 2
+    assert doc2["runs"][0]["eval"] == doc["runs"][0]["eval"] and doc2["cells"].keys() == doc["cells"].keys()
+    # --cached-only computes nothing and lists what is missing
+    assert main(args[:8] + ["2"] + args[9:] + ["--cached-only"]) == 0
+    doc_c = json.loads((out / "results.json").read_text())
+    assert doc_c["stages"]["computed"] == {"select": 0, "finetune": 0, "eval": 0}
+    assert doc_c["missing_cells"] == ["lowest-loss@5 seed 1"] and len(doc_c["runs"]) == 1
+    assert "not yet evaluated: lowest-loss@5 seed 1" in (out / "results.md").read_text()
+    # another budget is another cell
+    assert main(args[:6] + ["lowest-loss@6"] + args[7:]) == 0
+    doc3 = json.loads((out / "results.json").read_text())
+    assert doc3["stages"]["computed"]["select"] == 1 and len(doc3["cells"]) == 3
+
+
+def _summary_doc(rows):
+    """A results document with given alpaca_test losses per row: {row: [loss per seed]}."""
+    import numpy as np
+
+    summary = {}
+    for row, losses in rows.items():
+        sd = float(np.std(losses, ddof=1)) if len(losses) > 1 else None
+        summary[row] = {"runs": len(losses), "deterministic": row == "full", "reference": row == "clean-random",
+                        "tasks": {"alpaca_test": {"loss": {"mean": float(np.mean(losses)), "sd": sd, "n": len(losses)}}}}
+    return {"summary": summary, "settings": {"limit_test": None}, "cells": {}, "pool_key": "p", "eval_keys": {"alpaca_test": "e"}}
+
+
+def test_claims_known_answers():
+    from shedkit.evaluate.bench_claims import claims, compare, missing_cells
+
+    doc = _summary_doc({"random": [2.0, 2.1, 1.9], "clean-random": [1.5, 1.6, 1.4], "shed-qocs": [1.95, 2.05, 2.0],
+                        "shed-qwcs": [1.98, 2.02, 2.0], "full": [1.99]})
+    rows = {c[0]: c for c in claims(doc)}
+    assert rows["calibration: clean-random beats random by > 2 sd"][3] == "yes"  # 0.5 apart, sd 0.1
+    assert rows["SHED: 10% of the data matches or beats the full data"][3] == "yes (within noise)"  # best SHED vs full
+    assert [c for c in claims(doc) if c[0].startswith("LoBaSS")][0][3] == "not measured"
+    assert "lobass@0.06: not measured" in [c for c in claims(doc) if c[0].startswith("LoBaSS")][0][2]
+    assert [c for c in claims(doc) if "QWCS" in c[0]][0][3] == "within noise"
+    assert [c for c in claims(doc) if c[0].startswith("transfer")][0][3] == "not measured"
+    assert compare(doc["summary"], "random", "clean-random")[1] == "no"
+    thin = _summary_doc({"random": [2.0, 2.1], "clean-random": [1.5]})["summary"]
+    assert compare(thin, "clean-random", "random")[1] == "yes — provisional: clean-random, random under 3 seeds"
+    missing = missing_cells(doc, planned=("random", "clean-random", "dq", "full"))
+    assert "dq: not run" in missing and not any(m.startswith(("random", "full", "clean-random")) for m in missing)
+
+
+def test_transfer_claim_from_cells():
+    from shedkit.evaluate.bench_claims import transfer_claim
+
+    doc = _summary_doc({"random": [2.0]})
+    losses = {"lora": {"random": 2.0, "dq": 1.9, "dsir": 2.1}, "full": {"random": 1.8, "dq": 1.7, "dsir": 1.6}}
+    for kind, rows in losses.items():
+        for row, loss in rows.items():
+            doc["cells"][f"{kind}-{row}"] = {"row": row, "pool": "p", "eval_keys": {"alpaca_test": "e"}, "recipe": {"method": kind},
+                                             "eval": {"alpaca_test": {"loss": loss}}}
+    doc["cells"]["other-eval"] = {"row": "dq", "pool": "p", "eval_keys": {"alpaca_test": "x"}, "recipe": {"method": "full"},
+                                  "eval": {"alpaca_test": {"loss": 0.1}}}  # other test rows: ignored
+    text, verdict = transfer_claim(doc)
+    assert verdict == "partly" or verdict == "no"
+    assert "LoRA order dq < random < dsir" in text and "full-FT order dsir < dq < random" in text
+    doc["cells"]["full-dsir"]["eval"]["alpaca_test"]["loss"] = 1.9
+    assert transfer_claim(doc)[1] == "yes"

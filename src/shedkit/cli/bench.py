@@ -67,13 +67,14 @@ def bench_command(
     ctx: typer.Context,
     suite: Path = typer.Option(..., "--suite", help="Suite directory: pool.jsonl, pool_labels.jsonl, target_<name>_dev/test.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; holds every stage's cache, results.json/.md/.png."),
-    methods: str = typer.Option("random,dsir,dq,lobass,shed-qocs,shed-qwcs,full", "--methods", help="Comma-separated methods."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated rows: any registered method, METHOD@BUDGET (lobass@0.06), dsir-per-token, or the reference row clean-random. Default: the whole table (random, clean-random, dsir, dsir-per-token, dq, lobass, lobass@0.06, shed-qocs, shed-qwcs, full and any of lowest-loss, ifd, first-order, shed-hybrid that this shedkit has)."),
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method (deterministic methods run once)."),
     method_seeds: Optional[List[str]] = typer.Option(None, "--method-seeds", help="Seed count for one method, METHOD=N (repeatable), e.g. random=5."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model fine-tuned on every subset (and SHED's/LoBaSS's model)."),
     quick: bool = typer.Option(False, "--quick", help="Cheaper settings (1 epoch, max_length 256, 100 test rows, full pool 0.25 epoch, SHED 8 clusters x 2 permutations, k=2, 50 dev rows; LoBaSS reference 0.25 epoch); listed in results.md."),
     limit_test: Optional[int] = typer.Option(None, "--limit-test", help="Evaluate on the first N rows of each test target."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated test targets to evaluate (e.g. alpaca,arc_easy; default all). A later run with more targets evaluates only the new ones."),
     pool_limit: Optional[int] = typer.Option(None, "--pool-limit", help="Use only the first N rows of the pool."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Recipe epochs (default 2; 1 with --quick)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Recipe max tokens per row (default 512; 256 with --quick)."),
@@ -90,6 +91,8 @@ def bench_command(
     option: Optional[List[str]] = typer.Option(None, "--option", help="Extra method option METHOD.KEY=VALUE (repeatable), e.g. dq.bins=5."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The methods' shared cache (default DIR/cache, so timings include every computation)."),
     shed_epochs: Optional[float] = typer.Option(None, "--shed-epochs", help="Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1)."),
+    reuse: Optional[List[Path]] = typer.Option(None, "--reuse", help="A results.json (repeatable; e.g. the committed bench/results/...): its evaluated (row, seed) cells with the same content key are reused, not recomputed. DIR/results.json is always read."),
+    cached_only: bool = typer.Option(False, "--cached-only", help="Compute nothing: write the results of the cells already evaluated (DIR/results.json, --reuse files) and list the missing ones."),
     **flags: Any,
 ) -> None:
     """Benchmark selection methods: select, fine-tune with one recipe, evaluate on held-out targets."""
@@ -98,6 +101,7 @@ def bench_command(
     from rich.console import Console
 
     from shedkit.evaluate.bench import BenchConfig, run_bench
+    from shedkit.evaluate.bench_rows import default_rows
     from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE
 
     p = merge_config(ctx, dict(ctx.params), ctx.params["config"])
@@ -110,8 +114,10 @@ def bench_command(
     recipe = replace(recipe, **changes)
     budget = float(p["budget"]) if "." in str(p["budget"]) else int(p["budget"])
     settings = dict(
-        methods=tuple(m.strip() for m in str(p["methods"]).split(",") if m.strip()), budget=budget,
+        methods=tuple(m.strip() for m in str(p["methods"]).split(",") if m.strip()) if p["methods"] else default_rows(),
+        budget=budget, reuse=tuple(str(x) for x in p["reuse"] or ()), cached_only=p["cached_only"],
         seeds=int(p["seeds"]), model=p["model"], recipe=recipe, limit_test=p["limit_test"],
+        tasks=tuple(t.strip() for t in str(p["tasks"]).split(",") if t.strip()) if p["tasks"] else None,
         pool_limit=p["pool_limit"], full_epochs=p["full_epochs"], shed_target=p["shed_target"],
         shed_clusters=p["shed_clusters"], shed_permutations=p["shed_permutations"],
         shed_removal_k=p["shed_removal_k"], shed_dev_limit=p["shed_dev_limit"],
@@ -128,7 +134,7 @@ def bench_command(
     stdout = Console(highlight=False)
     stdout.print(f"stages computed {doc['stages']['computed']}, reused {doc['stages']['cached']}; "
                  f"wall {doc['wall_seconds'] / 60:.1f} min")
-    for name in ("results.json", "results.md", "results.png"):
+    for name in ("results.json", "results.md", "results.png", "compute_vs_quality.png"):
         stdout.print(f"  {name:12s} {Path(p['out']) / name}")
 
 

@@ -18,8 +18,18 @@ with one more method or seed, computes only what is new:
 - ``cache/``  the methods' shared cache (embeddings, SHED fine-tunes, LoBaSS reference and
   losses) unless ``cache_dir`` is given. The first method that needs embeddings pays for them.
 
-Deterministic methods (``full``; ``dsir`` with ``top_k``) select once, not per seed. Every
-fine-tune uses the same recipe seed, so differences between seeds come from the selections.
+Above the stages, results.json keeps every evaluated (row, seed) *cell* under ``cells``,
+keyed by content (the selection's key: method, options, budget, seed, pool; the recipe and its
+seed; the base model) with one key per test target (rows, scoring). A run reads the cells of
+``out/results.json`` and of the ``reuse`` files (e.g. the committed results.json) and skips a
+cell found there with every task it needs, even when the stage folders are gone; the cells
+accumulate, so a committed results.json is the table's cache. ``cached_only`` computes nothing.
+
+Rows are spec strings (``shedkit.evaluate.bench_rows``): any registered method,
+``METHOD@BUDGET``, the ``dsir-per-token`` variant, and the ``clean-random`` reference row, which
+reads the labels and is marked as a reference everywhere. Deterministic methods (``full``;
+``dsir`` with ``top_k``) select once, not per seed. Every fine-tune uses the same recipe seed,
+so differences between seeds come from the selections.
 """
 
 from __future__ import annotations
@@ -37,14 +47,16 @@ import numpy as np
 
 from shedkit.data.containers import atomic_write_json
 from shedkit.errors import ShedkitError
+from shedkit.evaluate.bench_rows import BenchRow, clean_random_positions, default_rows, parse_row
 from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE, RECIPE_SEED, TRAIN_STATS, finetune_records, rows_trained
 from shedkit.evaluate.suite import Suite, composition, read_labels
 from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig, stable_hash
 from shedkit.util.defaults import DEFAULT_MODEL
 
 SHED_METHODS = ("shed-qocs", "shed-qwcs")
-DEFAULT_METHODS = ("random", "dsir", "dq", "lobass", "shed-qocs", "shed-qwcs", "full")
 BENCH_VERSION = "1"
+CELLS_VERSION = "2"
+CELLS_FILE = "cells.json"  # every cell known to the run in progress, rewritten after each computed cell
 
 # --quick: each setting below replaces the default; all are listed in results.md
 QUICK = {
@@ -61,7 +73,7 @@ QUICK = {
 
 @dataclass
 class BenchConfig:
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] = field(default_factory=default_rows)  # row specs (see bench_rows)
     budget: str | float | int = 0.1
     seeds: int = 3
     model: str = DEFAULT_MODEL
@@ -69,6 +81,7 @@ class BenchConfig:
     recipe_seed: int = RECIPE_SEED
     full_epochs: float | None = None  # epochs of the 'full' fine-tune (None: the recipe's)
     limit_test: int | None = None  # first N rows of each test target
+    tasks: tuple[str, ...] | None = None  # test targets to evaluate (names, e.g. "alpaca"); None: all
     pool_limit: int | None = None  # first N rows of the pool
     score: ScoreConfig = field(default_factory=ScoreConfig)
     shed_target: str = "alpaca"  # the loss dev target SHED's value function uses
@@ -82,6 +95,8 @@ class BenchConfig:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
     method_seeds: dict[str, int] = field(default_factory=dict)  # per-method seed counts (default: seeds)
     quick: bool = False
+    reuse: tuple[str, ...] = ()  # results.json files whose evaluated cells are reused (see Bench.known_cells)
+    cached_only: bool = False  # report the known cells only: compute nothing, list the missing ones
 
     @classmethod
     def quick_config(cls, **overrides) -> "BenchConfig":
@@ -92,9 +107,10 @@ class BenchConfig:
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
-    def deterministic(self, method: str) -> bool:
-        opts = self.method_options.get(method, {})
-        return method == "full" or (method == "dsir" and bool(opts.get("top_k", self.dsir_top_k)))
+    def deterministic(self, spec: str) -> bool:
+        row = parse_row(spec)
+        opts = {**row.options, **self.method_options.get(row.method, {}), **self.method_options.get(spec, {})}
+        return row.method == "full" or (row.method == "dsir" and bool(opts.get("top_k", self.dsir_top_k)))
 
     def seeds_for(self, method: str) -> list[int | None]:
         return [None] if self.deterministic(method) else list(range(int(self.method_seeds.get(method, self.seeds))))
@@ -102,6 +118,7 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["recipe"], d["score"], d["methods"] = self.recipe.to_dict(), self.score.to_dict(), list(self.methods)
+        d["reuse"] = [str(p) for p in self.reuse]
         return d
 
 
@@ -109,6 +126,7 @@ class BenchConfig:
 class StageCounts:
     computed: dict[str, int] = field(default_factory=lambda: {"select": 0, "finetune": 0, "eval": 0})
     cached: dict[str, int] = field(default_factory=lambda: {"select": 0, "finetune": 0, "eval": 0})
+    cells_reused: int = 0  # whole (row, seed) cells taken from a results.json, no stage touched
 
     def add(self, stage: str, computed: bool) -> None:
         (self.computed if computed else self.cached)[stage] += 1
@@ -129,15 +147,12 @@ class Bench:
         self.command = command if command is not None else list(sys.argv)
         self.counts = StageCounts()
         self._base = None
-        from shedkit.pipeline.methods import METHODS
-
-        unknown = [m for m in self.config.methods if m not in METHODS]
-        if unknown:
-            from shedkit.pipeline.methods import get_method
-
-            get_method(unknown[0])  # raises with "did you mean"
-        if self.config.shed_target not in self.suite.dev and any(m in SHED_METHODS for m in self.config.methods):
+        self.rows = {spec: parse_row(spec) for spec in self.config.methods}  # raises on an unknown method
+        self.loads: list[dict[str, Any]] = []  # load average at each computed stage
+        if self.config.shed_target not in self.suite.dev and any(r.method in SHED_METHODS for r in self.rows.values()):
             raise ShedkitError(f"SHED's dev target 'target_{self.config.shed_target}_dev' is not in {self.suite.root}")
+        if any(r.reference for r in self.rows.values()) and self.suite.labels is None:
+            raise ShedkitError(f"clean-random needs {self.suite.root}/pool_labels.jsonl")
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -152,7 +167,12 @@ class Bench:
         self.pool = pool
         self.pool_key = records_fingerprint(pool.records)
         self.labels = read_labels(self.suite.labels)
-        self.tasks = [load_task(p, name=f"{n}_test").head(self.config.limit_test) for n, p in self.suite.test.items()]
+        wanted = self.config.tasks
+        unknown = sorted(set(wanted or ()) - set(self.suite.test))
+        if unknown:
+            raise ShedkitError(f"--tasks {', '.join(unknown)}: not a test target of {self.suite.root}; have {', '.join(self.suite.test)}")
+        self.tasks = [load_task(p, name=f"{n}_test").head(self.config.limit_test) for n, p in self.suite.test.items()
+                      if wanted is None or n in wanted]
         self.inputs = self.out / "inputs"
 
     def _dev_file(self, name: str, limit: int | None) -> str:
@@ -168,8 +188,12 @@ class Bench:
             atomic_write_text(target, "\n".join(lines) + "\n")
         return str(target)
 
-    def method_options(self, method: str) -> dict[str, Any]:
+    def method_options(self, spec: str) -> dict[str, Any]:
+        """Options of a row: the bench's defaults for its method < the variant's < ``--option``
+        for the method < ``--option`` for the row spec."""
         c = self.config
+        row = self.rows.get(spec) or parse_row(spec)
+        method = row.method
         opts: dict[str, Any] = {"progress": self.progress}
         if method == "dsir":
             opts["target"] = [str(p) for p in self.suite.loss_dev().values()]
@@ -181,11 +205,14 @@ class Bench:
                         batch_size=c.recipe.batch_size)
         elif method == "lobass":
             opts.update(model=c.model, epochs=c.lobass_ref_epochs, max_length=c.recipe.max_length)
+        opts.update(row.options)
         opts.update(c.method_options.get(method, {}))
+        if spec != method:
+            opts.update(c.method_options.get(spec, {}))
         return {k: v for k, v in opts.items() if v is not None}
 
-    def recipe_for(self, method: str) -> TrainConfig:
-        if method == "full" and self.config.full_epochs is not None:
+    def recipe_for(self, spec: str) -> TrainConfig:
+        if (self.rows.get(spec) or parse_row(spec)).method == "full" and self.config.full_epochs is not None:
             return replace(self.config.recipe, epochs=float(self.config.full_epochs))
         return self.config.recipe
 
@@ -198,40 +225,73 @@ class Bench:
             self._base = shared_model(self.config.model)
         return self._base
 
-    def select_stage(self, method: str, seed: int | None) -> dict[str, Any]:
-        from shedkit.pipeline.select import select
+    def selection_key(self, spec: str, seed: int | None) -> str:
+        """The select stage's key: method, seed, budget, options (files by content), pool records.
+        A plain row (spec == method, the bench's budget) keys exactly as before row specs existed."""
+        row = self.rows.get(spec) or parse_row(spec)
+        opts = self.method_options(spec)
+        budget = self.config.budget if row.budget is None else row.budget
+        return stable_hash({"method": row.method, "seed": seed, "budget": str(budget), "pool": self.pool_key,
+                            "options": content_keyed({k: v for k, v in opts.items() if k != "progress"}), "v": BENCH_VERSION}, 12)
 
-        opts = self.method_options(method)
-        key = stable_hash({"method": method, "seed": seed, "budget": str(self.config.budget), "pool": self.pool_key,
-                           "options": content_keyed({k: v for k, v in opts.items() if k != "progress"}), "v": BENCH_VERSION}, 12)
+    def select_stage(self, spec: str, seed: int | None) -> dict[str, Any]:
+        row = self.rows.get(spec) or parse_row(spec)
+        opts = self.method_options(spec)
+        budget = self.config.budget if row.budget is None else row.budget
+        key = self.selection_key(spec, seed)
         tag = "once" if seed is None else f"s{seed}"
-        sel_dir = self.out / "selections" / f"{method}-{tag}-{key}"
+        sel_dir = self.out / "selections" / f"{spec.replace('@', '-at-')}-{tag}-{key}"
         marker = sel_dir / "bench_selection.json"
         if marker.exists():
             self.counts.add("select", False)
             return json.loads(marker.read_text())
-        self.log(f"[select] {method} {tag}")
+        self.log(f"[select] {spec} {tag}")
+        self._note_load("select", spec, seed)
         start = time.perf_counter()
-        res = select(self.pool, method=method, budget=self.config.budget, seed=0 if seed is None else seed,
-                     out=sel_dir, skip_empty=True, cache_dir=self.cache_dir, command=self.command, **opts)
+        if row.reference:
+            rows, ids, select_seconds, timings = self._reference_selection(row, budget, seed or 0)
+        else:
+            from shedkit.pipeline.select import select
+
+            res = select(self.pool, method=row.method, budget=budget, seed=0 if seed is None else seed,
+                         out=sel_dir, skip_empty=True, cache_dir=self.cache_dir, command=self.command, **opts)
+            rows, ids = [int(r) for r in res.rows], [r.id for r in res.records]
+            select_seconds, timings = res.manifest["timings"].get("select"), res.manifest.get("method_timings", {})
         wall = time.perf_counter() - start
-        rows = [int(r) for r in res.rows]
         doc = {
-            "method": method, "seed": seed, "key": key, "dir": str(sel_dir.relative_to(self.out)),
-            "rows": rows, "ids": [r.id for r in res.records],
-            "select_seconds": round(float(res.manifest["timings"].get("select", wall)), 3),
+            "method": row.method, "row": spec, "reference": row.reference, "budget": budget,
+            "seed": seed, "key": key, "dir": str(sel_dir.relative_to(self.out)),
+            "rows": rows, "ids": ids,
+            "select_seconds": round(float(wall if select_seconds is None else select_seconds), 3),
             "wall_seconds": round(wall, 3),
-            "method_timings": res.manifest.get("method_timings", {}),
+            "method_timings": timings,
             "composition": composition(self.suite.labels, self.labels, rows),
         }
         atomic_write_json(marker, doc)
         self.counts.add("select", True)
         return doc
 
-    def finetune_stage(self, method: str, selection: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _reference_selection(self, row: BenchRow, budget, seed: int):
+        """clean-random: seeded random rows among the labelled-clean ones (see bench_rows)."""
+        from shedkit.selectors.budget import resolve_budget
+
+        start = time.perf_counter()
+        n = resolve_budget(budget, len(self.pool.records))
+        positions = clean_random_positions(self.pool.records, self.labels, n, seed)
+        picked = [self.pool.records[i] for i in positions]
+        return [r.index for r in picked], [r.id for r in picked], time.perf_counter() - start, {}
+
+    def _note_load(self, stage: str, spec: str, seed: int | None) -> None:
+        try:
+            load = [round(x, 2) for x in os.getloadavg()]
+        except OSError:  # pragma: no cover
+            return
+        self.loads.append({"stage": stage, "row": spec, "seed": seed, "time": time.strftime("%H:%M:%S"), "load": load})
+
+    def finetune_stage(self, spec: str, selection: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         from shedkit.models.loading import model_identity
 
-        recipe = self.recipe_for(method)
+        recipe = self.recipe_for(spec)
         key = stable_hash({"model": model_identity(self.config.model), "recipe": recipe.to_dict(),
                            "seed": self.config.recipe_seed, "ids": sorted(selection["ids"]),
                            "layer": MODEL_LAYER_VERSION, "v": BENCH_VERSION}, 16)
@@ -239,7 +299,8 @@ class Bench:
         if (ft_dir / TRAIN_STATS).exists():
             self.counts.add("finetune", False)
             return key, json.loads((ft_dir / TRAIN_STATS).read_text())
-        self.log(f"[finetune] {method} {selection['seed'] if selection['seed'] is not None else 'once'}: "
+        self._note_load("finetune", spec, selection["seed"])
+        self.log(f"[finetune] {spec} {selection['seed'] if selection['seed'] is not None else 'once'}: "
                  f"{len(selection['ids'])} rows, {recipe.epochs:g} epoch(s), max_length {recipe.max_length}")
         by_id = {r.id: r for r in self.pool.records}
         records = [by_id[i] for i in selection["ids"]]
@@ -249,13 +310,16 @@ class Bench:
         self.counts.add("finetune", True)
         return key, stats
 
+    def eval_key(self, task) -> str:
+        return stable_hash({"task": task.fingerprint(), "score": self.config.score.to_dict(),
+                            "layer": MODEL_LAYER_VERSION, "v": BENCH_VERSION}, 12)
+
     def eval_stage(self, model_key: str, model_loader: Callable[[], tuple]) -> dict[str, Any]:
         from shedkit.evaluate.harness import score_task
 
         results, loaded = {}, None
         for task in self.tasks:
-            key = stable_hash({"task": task.fingerprint(), "score": self.config.score.to_dict(),
-                               "layer": MODEL_LAYER_VERSION, "v": BENCH_VERSION}, 12)
+            key = self.eval_key(task)
             path = self.out / "evals" / model_key / f"{task.name}-{key}.json"
             if path.exists():
                 results[task.name] = json.loads(path.read_text())
@@ -263,6 +327,7 @@ class Bench:
                 continue
             if loaded is None:
                 loaded = model_loader()
+            self._note_load("eval", model_key, None)
             self.log(f"[eval] {model_key[:12]} {task.name} ({len(task)} rows)")
             metrics = score_task(loaded[0], loaded[1], task, self.config.score, progress=self.progress)
             atomic_write_json(path, metrics)
@@ -278,15 +343,47 @@ class Bench:
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         self._load()
-        base_eval = self.eval_stage("base-" + stable_hash(model_identity(self.config.model), 12), self.base)
+        cells = self.known_cells()
+        eval_keys = {t.name: self.eval_key(t) for t in self.tasks}
+        base_key = self.cell_key(None, None)
+        base_eval = self.reusable(cells.get(base_key))
+        missing: list[str] = []
+        if base_eval is not None:
+            self.counts.cells_reused += 1
+        elif self.config.cached_only:
+            base_eval, missing = {}, ["base"]
+        else:
+            base_eval = self.eval_stage("base-" + stable_hash(model_identity(self.config.model), 12), self.base)
+            base_eval = {k: {m: v for m, v in e.items() if m != "source"} for k, e in base_eval.items()}
+            cells[base_key] = self.merge_cell(cells.get(base_key), {
+                "cell": base_key, "row": "base", "method": "base", "seed": None, "cells_version": CELLS_VERSION,
+                "model": self.config.model, "eval": base_eval, "eval_keys": eval_keys})
         runs = []
-        for method in self.config.methods:
-            for seed in self.config.seeds_for(method):
-                sel = self.select_stage(method, seed)
-                ft_key, stats = self.finetune_stage(method, sel)
+        for spec in self.config.methods:
+            for seed in self.config.seeds_for(spec):
+                key = self.cell_key(spec, seed)
+                evals = self.reusable(cells.get(key))
+                if evals is not None:
+                    record = {**cells[key], "row": spec, "eval": evals, "reused_from_results": True}
+                    record.pop("eval_keys", None)
+                    self.counts.cells_reused += 1
+                    runs.append(record)
+                    continue
+                if self.config.cached_only:
+                    missing.append(f"{spec} {'once' if seed is None else f'seed {seed}'}")
+                    continue
+                n_loads = len(self.loads)
+                sel = self.select_stage(spec, seed)
+                ft_key, stats = self.finetune_stage(spec, sel)
                 ft_dir = self.out / "finetunes" / ft_key
                 evals = self.eval_stage(ft_key, lambda d=ft_dir: load_model(str(d)))
-                runs.append(_run_record(method, seed, sel, ft_key, stats, evals))
+                record = _run_record(spec, seed, sel, ft_key, stats, evals)
+                record.update(cell=key, cells_version=CELLS_VERSION, pool=self.pool_key,
+                              recipe=self.recipe_for(spec).to_dict(), recipe_seed=self.config.recipe_seed,
+                              model=self.config.model, load=self.loads[n_loads:])
+                cells[key] = self.merge_cell(cells.get(key), {**record, "eval_keys": eval_keys})
+                atomic_write_json(self.out / CELLS_FILE, {"cells": cells})  # a run cut short keeps its finished cells
+                runs.append(record)
         doc = {
             "suite": str(self.suite.root),
             "suite_meta": self.suite.meta(),
@@ -301,19 +398,71 @@ class Bench:
             "base": base_eval,
             "runs": runs,
             "summary": summarize(runs, [t.name for t in self.tasks], self.config),
-            "stages": {"computed": self.counts.computed, "cached": self.counts.cached},
-            "machine": machine(),
+            "stages": {"computed": self.counts.computed, "cached": self.counts.cached,
+                       "cells_reused": self.counts.cells_reused},
+            # load at every stage behind these results: this run's, and those the reused cells recorded
+            "machine": {**machine(), "load_during": load_summary(self.loads + [x for r in runs if r.get("reused_from_results")
+                                                                              for x in r.get("load") or []]),
+                        "load_samples": self.loads},
             "wall_seconds": round(time.perf_counter() - start, 3),
+            "eval_keys": eval_keys,
+            "pool_key": self.pool_key,
+            "missing_cells": missing,
+            "cells": cells,
         }
         from shedkit.report.manifest import environment
 
         doc["environment"] = environment()
         atomic_write_json(self.out / "results.json", doc)
-        from shedkit.evaluate.bench_report import write_plot, write_results_md
+        from shedkit.evaluate.bench_report import write_plot, write_results_md, write_tradeoff_plot
 
         write_plot(doc, self.out / "results.png")
+        write_tradeoff_plot(doc, self.out / "compute_vs_quality.png")
         write_results_md(doc, self.out / "results.md")
         return doc
+
+    def cell_key(self, spec: str | None, seed: int | None) -> str:
+        """A (row, seed) cell's key, by content: the selection's key (method, options, budget,
+        seed, pool), the recipe and its seed, the base model and the evaluations' keys.
+        ``spec=None``: the base model's evaluation."""
+        from shedkit.models.loading import model_identity
+
+        if spec is None:
+            return "base-" + stable_hash({"model": model_identity(self.config.model), "v": CELLS_VERSION}, 16)
+        return stable_hash({"selection": self.selection_key(spec, seed), "recipe": self.recipe_for(spec).to_dict(),
+                            "recipe_seed": self.config.recipe_seed, "model": model_identity(self.config.model),
+                            "v": CELLS_VERSION}, 16)
+
+    def reusable(self, cell: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The cell's evaluations of this run's tasks when it has every one of them under the
+        same task key (rows, scoring); else None (the stages run, from their cache where it is)."""
+        if not cell:
+            return None
+        keys = cell.get("eval_keys") or {}
+        if any(keys.get(t.name) != self.eval_key(t) or t.name not in cell.get("eval", {}) for t in self.tasks):
+            return None
+        return {t.name: cell["eval"][t.name] for t in self.tasks}
+
+    @staticmethod
+    def merge_cell(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+        """``new`` plus the evaluations of other tasks that ``old`` (the same cell) holds."""
+        if not old:
+            return new
+        evals = {**old.get("eval", {}), **new["eval"]}
+        keys = {**(old.get("eval_keys") or {}), **(new.get("eval_keys") or {})}
+        return {**new, "eval": evals, "eval_keys": keys}
+
+    def known_cells(self) -> dict[str, dict[str, Any]]:
+        """Evaluated cells from ``out/results.json`` and the ``reuse`` files (later files win):
+        a cell found here is not selected, fine-tuned or evaluated again, even when the stage
+        folders are gone (a committed results.json is enough to resume a table)."""
+        cells: dict[str, dict[str, Any]] = {}
+        for path in [*self.config.reuse, self.out / CELLS_FILE, self.out / "results.json"]:
+            path = Path(path)
+            if path.is_file():
+                doc = json.loads(path.read_text())
+                cells.update({k: v for k, v in (doc.get("cells") or {}).items() if v.get("cells_version") == CELLS_VERSION})
+        return cells
 
 
 def content_keyed(value: Any) -> Any:
@@ -330,10 +479,11 @@ def content_keyed(value: Any) -> Any:
     return value
 
 
-def _run_record(method, seed, sel, ft_key, stats, evals) -> dict[str, Any]:
+def _run_record(spec, seed, sel, ft_key, stats, evals) -> dict[str, Any]:
     losses = stats.get("step_losses") or []
     return {
-        "method": method, "seed": seed, "selection": sel["dir"], "rows": len(sel["rows"]),
+        "row": spec, "method": sel.get("method", spec), "reference": bool(sel.get("reference")), "budget": sel.get("budget"),
+        "seed": seed, "selection": sel["dir"], "rows": len(sel["rows"]),
         "composition": sel["composition"], "select_seconds": sel["select_seconds"],
         "select_wall_seconds": sel["wall_seconds"], "finetune": f"finetunes/{ft_key}",
         "finetune_seconds": stats.get("train_seconds"), "finetune_steps": stats.get("steps"),
@@ -352,10 +502,10 @@ def _stat(values: list[float]) -> dict[str, Any]:
 
 
 def summarize(runs: list[dict], task_names: list[str], config: BenchConfig) -> dict[str, Any]:
-    """Per method: mean ± sd over its runs (seeds) of every number in the runs."""
+    """Per row: mean ± sd over its runs (seeds) of every number in the runs."""
     out = {}
     for method in config.methods:
-        mine = [r for r in runs if r["method"] == method]
+        mine = [r for r in runs if r.get("row", r["method"]) == method]
         if not mine:
             continue
         labels = sorted({k for r in mine for k in r["composition"].get("labels", {})})
@@ -366,6 +516,9 @@ def summarize(runs: list[dict], task_names: list[str], config: BenchConfig) -> d
             tasks[t] = {m: _stat([r["eval"][t][m] for r in mine]) for m in metrics}
         out[method] = {
             "runs": len(mine),
+            "method": mine[0]["method"],
+            "reference": bool(mine[0].get("reference")),
+            "budget": mine[0].get("budget"),
             "deterministic": config.deterministic(method),
             "seeds": [r["seed"] for r in mine],
             "rows": mine[0]["rows"],
@@ -380,10 +533,32 @@ def summarize(runs: list[dict], task_names: list[str], config: BenchConfig) -> d
     return out
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (lscpu's "Model name", read from /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def load_summary(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """min/mean/max of the 1-minute load average sampled at each computed stage."""
+    ones = [s["load"][0] for s in samples]
+    if not ones:
+        return None
+    return {"samples": len(ones), "min": min(ones), "mean": round(float(np.mean(ones)), 2), "max": max(ones)}
+
+
 def machine() -> dict[str, Any]:
     import torch
 
+    from shedkit.models.device import cpu_has_fast_bf16
+
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "fast_bf16": cpu_has_fast_bf16(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:

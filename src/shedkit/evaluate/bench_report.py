@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shedkit.evaluate.bench_claims import claims_markdown, missing_cells, write_tradeoff_plot  # noqa: F401 (re-exported)
+
 CORRUPTIONS = ("misaligned", "truncated", "boilerplate", "wrong_answer")
 
 
@@ -36,12 +38,20 @@ def results_markdown(doc: dict[str, Any]) -> str:
                    key=lambda k: (CORRUPTIONS.index(k) if k in CORRUPTIONS else 99, k))
     sources = sorted({k for m in summary.values() for k in m["sources"]})
     lines = [f"# shedkit bench: {Path(doc['suite']).name}", ""]
+    missing = missing_cells(doc)
+    if missing:
+        lines += ["**INCOMPLETE** — the planned table (every row, 3 seeds per stochastic row, full test sets,"
+                  " the full-fine-tuning transfer rows) still lacks: " + "; ".join(missing) + ".", ""]
     lines += [f"Command: `{' '.join(doc['shedkit_command'])}`", ""]
     mach = doc["machine"]
-    lines += [f"Machine: {mach['platform']}, {mach['cpus']} CPU cores, torch threads {mach['torch_threads']}"
+    during = mach.get("load_during")
+    lines += [f"Machine: {mach.get('cpu_model') or mach['processor']}, {mach['cpus']} CPU cores, fast bf16 (AMX/AVX512-BF16) "
+              f"{'yes' if mach.get('fast_bf16') else 'no'}, torch threads {mach['torch_threads']}"
               + (f", GPU {mach['cuda']}" if mach.get("cuda") else ", no GPU")
-              + (f", load average at the end {mach['load_average']}" if mach.get("load_average") else "")
-              + f"; git {doc['environment'].get('git')}; {doc['created']}; wall time {doc['wall_seconds'] / 60:.1f} min.", ""]
+              + (f"; load average (1 min) at the stages behind these results {during['min']}–{during['max']} (mean {during['mean']},"
+                 f" {during['samples']} samples){' — timings under load' if during['max'] > (mach['cpus'] or 1) else ''}" if during else "")
+              + (f"; at the end {mach['load_average']}" if mach.get("load_average") else "")
+              + f"; {mach['platform']}; git {doc['environment'].get('git')}; {doc['created']}; wall time {doc['wall_seconds'] / 60:.1f} min.", ""]
     pool = doc["pool"]
     lines += [
         f"Pool: {pool['records']} rows ({pool['path']}"
@@ -82,7 +92,8 @@ def results_markdown(doc: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row + ["—", "—", "—"]) + " |")
     for method, m in summary.items():
         runs = "once" if m["deterministic"] else f"{m['runs']} seed" + ("s" if m["runs"] > 1 else "")
-        row = [method, runs, _pm(m["labels"].get("corrupted"), "{:.1f}", 100, "%")]
+        name = f"{method} (reference: reads the labels)" if m.get("reference") else method
+        row = [name, runs, _pm(m["labels"].get("corrupted"), "{:.1f}", 100, "%")]
         row += [_pm(m["labels"].get(k), "{:.1f}", 100, "%") for k in kinds]
         row += [_pm(m["sources"].get(k), "{:.0f}", 100, "%") for k in sources]
         row += [_pm(m["tasks"].get(t, {}).get(metric), "{:.3f}") for t, metric in cols]
@@ -109,17 +120,36 @@ def results_markdown(doc: dict[str, Any]) -> str:
         " shed-qocs's cached proxy fine-tunes for the same seed); `fine-tune s` is the recipe's training"
         " time on the subset, measured in the same run.",
         "",
-        f"Stages this run: computed {doc['stages']['computed']}, reused from the cache {doc['stages']['cached']}.",
+        f"Stages this run: computed {doc['stages']['computed']}, reused from the cache {doc['stages']['cached']},"
+        f" whole cells reused from results.json {doc['stages'].get('cells_reused', 0)}.",
         "",
         "![results](results.png)",
+        "",
+        "## The claims, checked",
+        "",
+        "On the Alpaca test loss (lower is better), mean over seeds; noise = the larger sd of the two rows;"
+        " \"yes\"/\"no\" need a difference beyond 2 × noise.",
+        "",
+        claims_markdown(doc),
+        "",
+        "## Compute against quality",
+        "",
+        "![compute vs quality](compute_vs_quality.png)",
         "",
     ]
     return "\n".join(lines)
 
 
 def _method_settings(s: dict[str, Any]) -> str:
-    methods = s["methods"]
+    from shedkit.evaluate.bench_rows import VARIANTS
+
+    names = [m.partition("@")[0] for m in s["methods"]]
+    methods = {VARIANTS.get(n, (n, {}))[0] for n in names}
     parts = []
+    if "clean-random" in methods:
+        parts.append("clean-random (a reference row, not a method): seeded random rows among those pool_labels.jsonl calls clean")
+    if "dsir-per-token" in names:
+        parts.append("dsir-per-token: DSIR with the per-token mean log weight (dsir_normalize=true); the dsir row is the faithful sum")
     if any(m.startswith("shed") for m in methods):
         epochs = s.get("shed_epochs") or max(1.0, s["recipe"]["epochs"])
         parts.append(f"SHED: value = minus the loss on target_{s['shed_target']}_dev"

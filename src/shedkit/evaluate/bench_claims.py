@@ -1,0 +1,190 @@
+"""What a bench's results say: the papers' claims put to the test, the plan's missing cells,
+the calibration check and the compute-vs-quality plot (all from results.json alone).
+
+Every comparison is on the Alpaca test loss (``alpaca_test``; lower is better), mean over
+seeds. "Noise" is the larger sample sd of the two rows compared; a row with one seed borrows
+``random``'s sd (said so in the table). A claim "holds" when the difference is in its
+direction by more than 2 × noise, "does not hold" when it is the other way by more than that,
+and "within noise" otherwise; "not measured" when a row is missing; "provisional" when a
+stochastic row has fewer than 3 seeds (its sd, or the borrowed one, is then a rough guess).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shedkit.evaluate.bench_rows import TABLE_ROWS
+
+LOSS_TASK = "alpaca_test"
+PLANNED_SEEDS = 3
+
+
+def _loss(summary: dict[str, Any], row: str) -> dict[str, Any] | None:
+    stat = (summary.get(row) or {}).get("tasks", {}).get(LOSS_TASK, {}).get("loss")
+    return stat if stat and stat.get("mean") is not None else None
+
+
+def _noise(summary, *stats) -> tuple[float | None, str]:
+    sds = [s["sd"] for s in stats if s.get("sd") is not None]
+    if len(sds) == len(stats):
+        return max(sds), ""
+    ref = _loss(summary, "random")
+    if ref and ref.get("sd") is not None:
+        return max(sds + [ref["sd"]]), " (a single-seed row: random's sd used as noise)"
+    return None, " (single seeds: no noise estimate)"
+
+
+def compare(summary: dict[str, Any], better: str, worse: str, *, tie_ok: bool = False) -> tuple[str, str]:
+    """(our measurement, holds?) for "``better`` has a lower test loss than ``worse``"; with
+    ``tie_ok`` ("matches or beats") a difference within noise counts as holding."""
+    a, b = _loss(summary, better), _loss(summary, worse)
+    if a is None or b is None:
+        missing = [r for r, s in ((better, a), (worse, b)) if s is None]
+        return f"{', '.join(missing)}: not measured", "not measured"
+    noise, note = _noise(summary, a, b)
+    diff = a["mean"] - b["mean"]
+    text = f"{better} {_fmt(a)} vs {worse} {_fmt(b)}: Δ = {diff:+.4f}" + (f" ({abs(diff) / noise:.1f} × noise)" if noise else "") + note
+    if noise is None:
+        verdict = "yes (no error bar)" if diff < 0 or (tie_ok and diff == 0) else "no (no error bar)"
+    elif diff < -2 * noise:
+        verdict = "yes"
+    elif diff > 2 * noise:
+        verdict = "no"
+    else:
+        verdict = "yes (within noise)" if tie_ok else "within noise"
+    if noise is not None:
+        thin = [r for r, st in ((better, a), (worse, b)) if st["n"] < PLANNED_SEEDS and not _single_run_row(summary, r)]
+        if thin:
+            verdict += f" — provisional: {', '.join(thin)} under {PLANNED_SEEDS} seeds"
+    return text, verdict
+
+
+def _single_run_row(summary: dict[str, Any], row: str) -> bool:
+    """A deterministic row (full; dsir top-k) runs once by design: one run is all it has."""
+    return bool((summary.get(row) or {}).get("deterministic"))
+
+
+def _fmt(stat: dict[str, Any]) -> str:
+    return f"{stat['mean']:.4f}" + (f" ± {stat['sd']:.4f} (n={stat['n']})" if stat.get("sd") is not None else f" (n={stat['n']})")
+
+
+def best_of(summary: dict[str, Any], rows) -> str | None:
+    present = [(r, _loss(summary, r)) for r in rows]
+    present = [(r, s) for r, s in present if s is not None]
+    return min(present, key=lambda rs: rs[1]["mean"])[0] if present else None
+
+
+def recipe_summaries(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Mean test loss per row for each fine-tuning recipe kind (``lora``/``full``) found among
+    the cells evaluated like this run (same pool, same test rows and scoring)."""
+    import numpy as np
+
+    by: dict[str, dict[str, list[float]]] = {}
+    for cell in (doc.get("cells") or {}).values():
+        same_eval = (cell.get("eval_keys") or {}).get(LOSS_TASK) == (doc.get("eval_keys") or {}).get(LOSS_TASK)
+        if cell.get("row") == "base" or cell.get("pool") != doc.get("pool_key") or not same_eval:
+            continue
+        loss = cell.get("eval", {}).get(LOSS_TASK, {}).get("loss")
+        if loss is not None:
+            by.setdefault(cell["recipe"]["method"], {}).setdefault(cell["row"], []).append(float(loss))
+    return {kind: {row: float(np.mean(v)) for row, v in rows.items()} for kind, rows in by.items()}
+
+
+def transfer_claim(doc: dict[str, Any]) -> tuple[str, str]:
+    """Rows ranked by test loss with the LoRA recipe and with the full-fine-tuning recipe."""
+    kinds = recipe_summaries(doc)
+    lora, full = kinds.get("lora", {}), kinds.get("full", {})
+    common = [r for r in lora if r in full]
+    if len(common) < 3:
+        return (f"full-fine-tuning recipe evaluated for {len(common)} row(s) ({', '.join(common) or 'none'}); at least 3 are needed",
+                "not measured")
+    from scipy.stats import kendalltau
+
+    order_lora = sorted(common, key=lora.get)
+    order_full = sorted(common, key=full.get)
+    tau = float(kendalltau([lora[r] for r in common], [full[r] for r in common]).statistic)
+    text = f"LoRA order {' < '.join(order_lora)}; full-FT order {' < '.join(order_full)}; Kendall τ = {tau:.2f}"
+    return text, "yes" if order_lora == order_full else ("partly" if tau > 0 else "no")
+
+
+def claims(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """``(claim, source, our measurement, holds?)`` rows."""
+    s = doc["summary"]
+    shed = best_of(s, ["shed-qwcs", "shed-qocs", "shed-hybrid"]) or "shed-qwcs"
+    out = []
+    text, verdict = compare(s, "clean-random", "random")
+    out.append(("calibration: clean-random beats random by > 2 sd", "this bench (issue 13)", text, verdict))
+    text, verdict = compare(s, shed, "full", tie_ok=True)
+    out.append(("SHED: 10% of the data matches or beats the full data", "He et al. 2024, SHED (arXiv 2405.00705)", text, verdict))
+    text, verdict = compare(s, "lobass@0.06", "full")
+    out.append(("LoBaSS: 6% of the data beats full-data fine-tuning", "Zhou et al. 2023, LoBaSS (arXiv 2310.13008)", text, verdict))
+    text, verdict = compare(s, "shed-qwcs", "shed-qocs")
+    out.append(("SHED: QWCS beats QOCS", "He et al. 2024, SHED (arXiv 2405.00705)", text, verdict))
+    text, verdict = transfer_claim(doc)
+    out.append(("transferability: the ordering chosen with LoRA proxies survives full fine-tuning",
+                "He et al. 2024, SHED (arXiv 2405.00705)", text, verdict))
+    return out
+
+
+def claims_markdown(doc: dict[str, Any]) -> str:
+    lines = ["| claim | source | our measurement | holds? |", "|---|---|---|---|"]
+    lines += [f"| {c} | {src} | {m} | {h} |" for c, src, m, h in claims(doc)]
+    return "\n".join(lines)
+
+
+def missing_cells(doc: dict[str, Any], planned=TABLE_ROWS, seeds: int = PLANNED_SEEDS) -> list[str]:
+    """What the planned table still lacks: rows without results, rows with fewer than ``seeds``
+    seeds (deterministic rows need one), reduced test sets, the full-FT transfer rows."""
+    s = doc["summary"]
+    out = [f"not yet evaluated: {', '.join(doc['missing_cells'])}"] if doc.get("missing_cells") else []
+    for row in planned:
+        m = s.get(row)
+        want = 1 if row == "full" or (m and m["deterministic"]) else seeds
+        if m is None:
+            out.append(f"{row}: not run")
+        elif m["runs"] < want:
+            out.append(f"{row}: {m['runs']} of {want} seeds")
+    if doc["settings"].get("limit_test"):
+        out.append(f"test sets cut to their first {doc['settings']['limit_test']} rows")
+    if len(recipe_summaries(doc).get("full", {})) < 3:
+        out.append("transferability: no full-fine-tuning-recipe evaluations (rerun with --train-method full)")
+    return out
+
+
+def write_tradeoff_plot(doc: dict[str, Any], path) -> Any:
+    """Selection wall time (log x) against the Alpaca test loss, one point per row (± sd),
+    the full-pool fine-tune's wall time as a vertical line."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shedkit.data.containers import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for row, m in doc["summary"].items():
+        loss = _loss(doc["summary"], row)
+        sel = m.get("select_seconds") or {}
+        if loss is None or sel.get("mean") is None:
+            continue
+        x = max(sel["mean"], 1e-3)
+        ax.errorbar([x], [loss["mean"]], yerr=[loss["sd"] or 0.0], xerr=[[0.0], [sel.get("sd") or 0.0]],
+                    fmt="s" if m.get("reference") else "o", capsize=3, label=row + (" (reference)" if m.get("reference") else ""))
+    full = doc["summary"].get("full")
+    if full and (full.get("finetune_seconds") or {}).get("mean"):
+        ax.axvline(full["finetune_seconds"]["mean"], color="#c44e52", linestyle="--", linewidth=1,
+                   label=f"full-pool fine-tune {full['finetune_seconds']['mean'] / 60:.0f} min")
+    base = (doc.get("base") or {}).get(LOSS_TASK, {}).get("loss")
+    if base is not None:
+        ax.axhline(base, color="grey", linestyle=":", linewidth=1, label="base model")
+    ax.set_xscale("log")
+    ax.set_xlabel("selection wall time (s, log)")
+    ax.set_ylabel(f"{LOSS_TASK} loss (mean ± sd over seeds)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

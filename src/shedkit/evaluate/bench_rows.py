@@ -1,0 +1,97 @@
+"""The rows of a ``shedkit bench`` table: which selection each row runs.
+
+A row is named by a spec string:
+
+- ``METHOD`` -- any method in the registry (``shedkit.pipeline.methods.METHODS``), so methods
+  added to the registry later run in the bench without bench changes;
+- ``METHOD@BUDGET`` -- the method at its own budget (``lobass@0.06``: 6% of the pool; an
+  integer is a row count), instead of the bench's ``--budget``;
+- a named variant (``VARIANTS``): ``dsir-per-token`` is DSIR with the per-token mean of the
+  log weights (``dsir_normalize``), the plain ``dsir`` row being the faithful sum;
+- a reference row (``REFERENCES``): ``clean-random`` draws random rows among those the
+  suite's ``pool_labels.jsonl`` calls clean. It reads the labels, which no method may, so it is
+  not a method: it marks what a perfect noise filter followed by random sampling reaches, and
+  calibrates the instrument (it must beat ``random`` on the test loss by more than the noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shedkit.errors import ShedkitError
+
+REFERENCES = {
+    "clean-random": "random rows among those pool_labels.jsonl calls clean (reads the labels: a reference row, not a method)",
+}
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dsir-per-token": ("dsir", {"dsir_normalize": True}),
+}
+# the table's rows in order; a row whose method is not in the registry at run time is left out
+TABLE_ROWS = ("random", "clean-random", "dsir", "dsir-per-token", "dq", "lobass", "lobass@0.06", "lowest-loss", "ifd",
+              "first-order", "shed-qocs", "shed-qwcs", "shed-hybrid", "full")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    label: str  # the spec as written: the row's name in every table
+    method: str  # a registered method, or a REFERENCES name
+    budget: str | float | int | None = None  # None: the bench's budget
+    options: dict[str, Any] = field(default_factory=dict)  # the variant's options
+
+    @property
+    def reference(self) -> bool:
+        return self.method in REFERENCES
+
+
+def parse_budget(text: str) -> float | int:
+    """``"0.06"`` -> 0.06 (a fraction), ``"300"`` -> 300 (rows)."""
+    try:
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ShedkitError(f"budget {text!r}: expected a fraction in (0, 1) or a row count") from None
+    if value <= 0:
+        raise ShedkitError(f"budget {text!r} must be > 0")
+    return value
+
+
+def parse_row(spec: str) -> BenchRow:
+    """A row spec (``dsir``, ``lobass@0.06``, ``dsir-per-token``, ``clean-random``) -> BenchRow;
+    an unknown method raises with the registry's "did you mean"."""
+    from shedkit.pipeline.methods import METHODS, get_method
+
+    spec = spec.strip()
+    name, at, budget = spec.partition("@")
+    if at and not budget:
+        raise ShedkitError(f"row {spec!r}: expected METHOD@BUDGET, e.g. lobass@0.06")
+    method, options = VARIANTS.get(name, (name, {}))
+    if method not in METHODS and method not in REFERENCES:
+        get_method(method)  # raises with "did you mean"
+    return BenchRow(spec, method, parse_budget(budget) if at else None, dict(options))
+
+
+def default_rows() -> tuple[str, ...]:
+    """``TABLE_ROWS`` less the rows whose method is not in the registry now."""
+    from shedkit.pipeline.methods import METHODS
+
+    keep = []
+    for spec in TABLE_ROWS:
+        name = spec.partition("@")[0]
+        method = VARIANTS.get(name, (name, {}))[0]
+        if method in METHODS or method in REFERENCES:
+            keep.append(spec)
+    return tuple(keep)
+
+
+def clean_random_positions(records, labels: list[dict], budget: int, seed: int) -> list[int]:
+    """``budget`` positions into ``records`` drawn uniformly (seeded) among the records whose
+    input line is labelled clean; sorted. Raises when fewer clean rows than ``budget`` exist."""
+    if not labels:
+        raise ShedkitError("clean-random needs the suite's pool_labels.jsonl")
+    clean = [i for i, r in enumerate(records) if labels[r.index].get("label") == "clean"]
+    if len(clean) < budget:
+        raise ShedkitError(f"clean-random: {budget} rows asked, only {len(clean)} clean rows in the pool")
+    picked = np.random.default_rng(seed).choice(len(clean), size=budget, replace=False)
+    return sorted(clean[i] for i in picked)
