@@ -53,7 +53,8 @@ from shedkit.evaluate.suite import Suite, composition, read_labels
 from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig, stable_hash
 from shedkit.util.defaults import DEFAULT_MODEL
 
-SHED_METHODS = ("shed-qocs", "shed-qwcs")
+SHED_METHODS = ("shed-qocs", "shed-qwcs", "shed-hybrid")  # the bench's SHED setting applies to all three
+ROW_SCORE_METHODS = ("first-order", "lowest-loss", "ifd")  # score rows with the base model
 BENCH_VERSION = "1"
 CELLS_VERSION = "2"
 CELLS_FILE = "cells.json"  # every cell known to the run in progress, rewritten after each computed cell
@@ -203,6 +204,10 @@ class Bench:
                         clusters=c.shed_clusters, permutations=c.shed_permutations, removal_k=c.shed_removal_k,
                         epochs=c.shed_epochs or max(1.0, c.recipe.epochs), lr=c.recipe.lr, max_length=c.recipe.max_length,
                         batch_size=c.recipe.batch_size)
+        elif method in ROW_SCORE_METHODS:
+            opts.update(model=c.model, max_length=c.recipe.max_length)
+            if method == "first-order":
+                opts["target"] = self._dev_file(c.shed_target, c.shed_dev_limit)
         elif method == "lobass":
             opts.update(model=c.model, epochs=c.lobass_ref_epochs, max_length=c.recipe.max_length)
         opts.update(row.options)
