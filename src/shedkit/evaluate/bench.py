@@ -205,9 +205,12 @@ class Bench:
                         epochs=c.shed_epochs or max(1.0, c.recipe.epochs), lr=c.recipe.lr, max_length=c.recipe.max_length,
                         batch_size=c.recipe.batch_size)
         elif method in ROW_SCORE_METHODS:
-            opts.update(model=c.model, max_length=c.recipe.max_length)
-            if method == "first-order":
-                opts["target"] = self._dev_file(c.shed_target, c.shed_dev_limit)
+            from shedkit.pipeline.options import all_method_options, option_fields
+
+            defaults = {"model": c.model, "max_length": c.recipe.max_length,
+                        "target": self._dev_file(c.shed_target, c.shed_dev_limit)}
+            declared = all_method_options().get(method)  # only what the registered method takes
+            opts.update({k: v for k, v in defaults.items() if declared is not None and k in option_fields(declared)})
         elif method == "lobass":
             opts.update(model=c.model, epochs=c.lobass_ref_epochs, max_length=c.recipe.max_length)
         opts.update(row.options)
