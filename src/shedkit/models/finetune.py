@@ -125,6 +125,29 @@ def run_fingerprint(records: Sequence[Record], config: TrainConfig, seed: int) -
                         "version": MODEL_LAYER_VERSION})
 
 
+def optimizer_step(model, params, micro_batches: Sequence[Sequence], pad: int, device, config: TrainConfig,
+                   opt, sched) -> tuple[float, int]:
+    """One optimiser step over ``micro_batches`` (lists of ``Encoded``): their gradients are
+    accumulated on the loss summed over all their target tokens divided by that token count,
+    clipped to ``config.max_grad_norm`` (if > 0), then ``opt`` and ``sched`` step.
+    Returns (the step's mean target loss, its target token count)."""
+    n_tok = sum(e.n_targets for mb in micro_batches for e in mb)
+    total = 0.0
+    for mb in micro_batches:
+        batch = collate(list(mb), pad, device)
+        with autocast(config.precision, device):
+            logits = target_logits(model, batch)
+        nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
+        (nll / n_tok).backward()
+        total += float(nll.detach())
+    if config.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return total / n_tok, n_tok
+
+
 def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainConfig, seed: int, progress: bool,
                     checkpoint=None, on_step=None):
     """Train ``model`` (LoRA: wrap it; full: unfreeze it) and return ``(model, stats)``.
@@ -172,21 +195,9 @@ def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainCo
             with progress_bar(len(steps), "fine-tuning", enabled=progress, transient=True) as advance:
                 advance(done)
                 for number, step in enumerate(steps[done:], start=done + 1):
-                    n_tok = sum(encoded[i].n_targets for mb in step for i in mb)
-                    total = 0.0
-                    for mb in step:
-                        batch = collate([encoded[i] for i in mb], pad, device)
-                        with autocast(config.precision, device):
-                            logits = target_logits(model, batch)
-                        nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
-                        (nll / n_tok).backward()
-                        total += float(nll.detach())
-                    if config.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    stats.step_losses.append(total / n_tok)
+                    loss, n_tok = optimizer_step(model, params, [[encoded[i] for i in mb] for mb in step],
+                                                 pad, device, config, opt, sched)
+                    stats.step_losses.append(loss)
                     stats.tokens += n_tok
                     advance(1)
                     if checkpoint is not None and checkpoint.every > 0 and number % checkpoint.every == 0 and number < len(steps):

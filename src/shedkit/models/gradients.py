@@ -24,7 +24,7 @@ random sign (seeded): ``E<Sx, Sy> = <x, y>`` and ``Var <= 2 |x|^2 |y|^2 / dim`` 
 Johnson-Lindenstrauss map), with no dense ``|LoRA| x dim`` matrix to store.
 
 The warm-up fine-tune (``warmup_checkpoints``) trains LoRA adapters like
-``finetune._train_in_place`` (same batches, schedule, loss) and keeps a copy of the adapter
+``finetune._train_in_place`` (same batches, schedule, and the same ``optimizer_step``) and keeps a copy of the adapter
 weights and the mean learning rate of each segment (TracIn's ``θ_t`` and ``η_t``).
 """
 
@@ -116,7 +116,7 @@ def warmup_checkpoints(model, tokenizer, records: Sequence[Record], config: Trai
     from tqdm.auto import tqdm
 
     from shedkit.models.encode import has_empty_response
-    from shedkit.models.finetune import _epoch_batches, _lr_lambda
+    from shedkit.models.finetune import _epoch_batches, _lr_lambda, optimizer_step
 
     rows = [r for r in records if not has_empty_response(r)]
     if not rows:
@@ -138,22 +138,10 @@ def warmup_checkpoints(model, tokenizer, records: Sequence[Record], config: Trai
     model.train()
     try:
         for k, step in enumerate(tqdm(steps, desc="first-order warm-up", unit="step", disable=not progress, leave=False)):
-            n_tok = sum(encoded[i].n_targets for mb in step for i in mb)
-            total = 0.0
             lrs.append(opt.param_groups[0]["lr"])
-            for mb in step:
-                batch = collate([encoded[i] for i in mb], pad, device)
-                with autocast(config.precision, device):
-                    logits = target_logits(model, batch)
-                nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
-                (nll / n_tok).backward()
-                total += float(nll.detach())
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(total / n_tok)
+            loss, _ = optimizer_step(model, params, [[encoded[i] for i in mb] for mb in step],
+                                     pad, device, config, opt, sched)
+            losses.append(loss)
             if k + 1 in ends:
                 out.append(Checkpoint(lora_state(model), float(np.mean(lrs)), k + 1, float(np.mean(losses))))
                 lrs, losses = [], []
@@ -173,25 +161,14 @@ def dev_gradient(model, seqs: Sequence[Encoded], pad_id: int, precision: str = "
     """Gradient of the token-weighted mean target loss over ``seqs`` w.r.t. each LoRA matrix
     (by module name, float32)."""
     mats = lora_matrices(model)
-    device = model_device(model)
-    n_tok = sum(s.n_targets for s in seqs)
-    if n_tok == 0:
-        raise ShedkitError("the dev set has no response token")
     grads = {name: torch.zeros_like(m.weight, dtype=torch.float32) for name, m in mats}
-    lengths = [max(len(s) - 1, 1) for s in seqs]
-    was_training = model.training
-    model.eval()
-    try:
-        for idx in length_sorted_batches(lengths, batch_size, max_batch_tokens):
-            batch = collate([seqs[i] for i in idx], pad_id, device)
-            with autocast(precision, device):
-                logits = target_logits(model, batch)
-            nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum") / n_tok
-            parts = torch.autograd.grad(nll, [m.weight for _, m in mats])
-            for (name, _), g in zip(mats, parts):
-                grads[name] += g.float()
-    finally:
-        model.train(was_training)
+
+    def add(batch, n_tok: int, device) -> None:
+        with autocast(precision, device):
+            logits = target_logits(model, batch)
+        _accumulate(grads, mats, _mean_nll(logits, batch, n_tok))
+
+    _for_dev_batches(model, seqs, pad_id, batch_size, max_batch_tokens, add)
     return grads
 
 
@@ -201,32 +178,51 @@ def checkpoint_dev_gradients(model, seqs: Sequence[Encoded], states: Sequence[di
     """``dev_gradient`` at each LoRA state of ``states``, each batch's frozen prefix run once
     (see ``FrozenPrefix``). The model is left with the last state's weights."""
     mats = lora_matrices(model)
+    grads = [{name: torch.zeros_like(m.weight, dtype=torch.float32) for name, m in mats} for _ in states]
+    prefix = FrozenPrefix.of(model, mats)
+
+    def add(batch, n_tok: int, device) -> None:
+        hidden = None
+        if prefix is not None:
+            with autocast(precision, device):
+                hidden = prefix.hidden(batch.input_ids)
+        for t, state in enumerate(states):
+            load_lora_state(model, state)
+            with (prefix.reuse(hidden) if hidden is not None else contextlib.nullcontext()), autocast(precision, device):
+                logits = target_logits(model, batch)
+            _accumulate(grads[t], mats, _mean_nll(logits, batch, n_tok))
+
+    _for_dev_batches(model, seqs, pad_id, batch_size, max_batch_tokens, add)
+    return grads
+
+
+def _mean_nll(logits, batch, n_tok: int) -> torch.Tensor:
+    """The batch's summed target loss over ``n_tok`` (the dev set's token count)."""
+    return torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum") / n_tok
+
+
+def _accumulate(grads: dict[str, torch.Tensor], mats, loss: torch.Tensor) -> None:
+    """Add d loss / d W of each LoRA matrix in ``mats`` to ``grads[name]`` (float32)."""
+    for (name, _), g in zip(mats, torch.autograd.grad(loss, [m.weight for _, m in mats])):
+        grads[name] += g.float()
+
+
+def _for_dev_batches(model, seqs: Sequence[Encoded], pad_id: int, batch_size: int, max_batch_tokens: int,
+                     add) -> None:
+    """Call ``add(batch, n_tok, device)`` on each length-sorted batch of ``seqs`` (``n_tok``: the
+    target tokens of all of ``seqs``), the model in eval mode meanwhile, then put back as it was."""
     device = model_device(model)
     n_tok = sum(s.n_targets for s in seqs)
     if n_tok == 0:
         raise ShedkitError("the dev set has no response token")
-    grads = [{name: torch.zeros_like(m.weight, dtype=torch.float32) for name, m in mats} for _ in states]
-    prefix = FrozenPrefix.of(model, mats)
     lengths = [max(len(s) - 1, 1) for s in seqs]
     was_training = model.training
     model.eval()
     try:
         for idx in length_sorted_batches(lengths, batch_size, max_batch_tokens):
-            batch = collate([seqs[i] for i in idx], pad_id, device)
-            hidden = None
-            if prefix is not None:
-                with autocast(precision, device):
-                    hidden = prefix.hidden(batch.input_ids)
-            for t, state in enumerate(states):
-                load_lora_state(model, state)
-                with (prefix.reuse(hidden) if hidden is not None else contextlib.nullcontext()), autocast(precision, device):
-                    logits = target_logits(model, batch)
-                nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum") / n_tok
-                for (name, _), g in zip(mats, torch.autograd.grad(nll, [m.weight for _, m in mats])):
-                    grads[t][name] += g.float()
+            add(collate([seqs[i] for i in idx], pad_id, device), n_tok, device)
     finally:
         model.train(was_training)
-    return grads
 
 
 class CountSketch:

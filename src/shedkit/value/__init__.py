@@ -17,7 +17,6 @@ No torch here: the fine-tune score function lives in ``shedkit.models`` and is p
 
 from shedkit.execute.jobs import hash_settings
 from shedkit.value.estimators import (
-    ESTIMATORS,
     AntitheticMonteCarlo,
     PermutationEstimator,
     PermutationMonteCarlo,
@@ -63,10 +62,10 @@ from shedkit.value.stopping import (
     build_stopping_rule,
     describe_stopping,
 )
+from shedkit.value.registry import VALUATIONS, get_valuation, register_valuation
 from shedkit.value.utility import CachedUtility, FunctionUtility, ScoreFunction, Utility
 
 __all__ = [
-    "ESTIMATORS",
     "AbsoluteTruncation",
     "AddOne",
     "AntitheticSampler",
@@ -111,5 +110,8 @@ __all__ = [
     "exact_shapley",
     "hash_settings",
     "make_estimator",
+    "register_valuation",
+    "get_valuation",
+    "VALUATIONS",
     "spearman",
 ]

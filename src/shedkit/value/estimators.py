@@ -47,7 +47,7 @@ from shedkit.value.stopping import DEFAULT_PERMUTATIONS, MaxPermutations, Progre
 from shedkit.value.utility import FunctionUtility, Utility
 
 __all__ = [
-    "ESTIMATORS", "AntitheticMonteCarlo", "GameContext", "PermutationEstimator",
+    "AntitheticMonteCarlo", "GameContext", "PermutationEstimator",
     "PermutationMonteCarlo", "PermutationValuation", "ShedRemoval", "TruncatedMonteCarlo",
     "Valuation", "estimate_values", "make_estimator",
 ]
@@ -364,31 +364,15 @@ class TruncatedMonteCarlo(PermutationValuation):
         return self.truncation.tolerance(ctx)
 
 
-def _subset_valuations() -> dict[str, type]:
-    from shedkit.value.subset_valuations import (ControlVariateShapley, MSRBanzhaf, RegressionShapley,
-                                                 StratifiedShapley)
-
-    return {"msr": MSRBanzhaf, "stratified": StratifiedShapley, "cv": ControlVariateShapley,
-            "regression": RegressionShapley}
-
-
-ESTIMATORS: dict[str, type[Valuation]] = {
-    "shed": ShedRemoval,
-    "mc": PermutationMonteCarlo,
-    "tmc": TruncatedMonteCarlo,
-    "antithetic": AntitheticMonteCarlo,
-}
-
-
 def make_estimator(name: str, **params: Any) -> Valuation:
     """An estimator by name (``shed``, ``mc``, ``tmc``, ``antithetic``, ``msr``, ``stratified``,
     ``cv``, ``regression``); ``params`` go to its constructor (``removal_k``/``group_credit`` for shed,
     ``rtol``/``tolerance`` for tmc, ``truncation``/``antithetic`` for the permutation ones,
-    ``surrogate`` for cv; ``stop``, ``seed``, ``batch_size``, ``progress`` for all). ``None``
-    values mean "the default"."""
-    from shedkit.value.registry import lookup
+    ``surrogate`` for cv; ``stop``, ``seed``, ``batch_size``, ``progress`` for all), or any other
+    name in ``shedkit.value.registry.VALUATIONS``. ``None`` values mean "the default"."""
+    from shedkit.value.registry import VALUATIONS, import_object, lookup
 
-    cls = lookup({**ESTIMATORS, **_subset_valuations()}, name, "estimator")
+    cls = import_object(lookup(VALUATIONS, name, "estimator"))
     params = {k: v for k, v in params.items() if v is not None}
     try:
         return cls(**params)

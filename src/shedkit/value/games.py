@@ -200,12 +200,9 @@ class ProxyLikeGame(Game):
         return exact_shapley(self, self.players)
 
 
-def exact_shapley(utility, players: Sequence[str] | None = None) -> dict[str, float]:
-    """Exact Shapley values of any utility on few players, by enumerating all 2^n subsets.
-
-    φ_i = Σ_{S ⊆ N∖{i}} |S|! (n-|S|-1)! / n! · (v(S ∪ {i}) - v(S)). ``utility`` is any callable
-    on an iterable of ids (a ``Utility`` or a score function); 2^n evaluations, n ≤ 20.
-    """
+def _all_subset_values(utility, players: Sequence[str] | None, kind: str):
+    """(players sorted and distinct, every subset's bit mask 0..2^n-1, v at each mask): the
+    enumeration behind the exact values; bit i of a mask is ``players[i]``."""
     if players is None:
         players = getattr(utility, "players", None)
         if players is None:
@@ -213,11 +210,22 @@ def exact_shapley(utility, players: Sequence[str] | None = None) -> dict[str, fl
     players = as_subset(players)  # sorted, distinct
     n = len(players)
     if n > MAX_EXACT_PLAYERS:
-        raise ValueError(f"exact Shapley enumerates 2^n subsets; n={n} > {MAX_EXACT_PLAYERS}")
+        raise ValueError(f"exact {kind} enumerates 2^n subsets; n={n} > {MAX_EXACT_PLAYERS}")
     masks = np.arange(1 << n)
     values = np.array(
         [float(utility(tuple(p for i, p in enumerate(players) if m >> i & 1))) for m in masks]
     )
+    return players, masks, values
+
+
+def exact_shapley(utility, players: Sequence[str] | None = None) -> dict[str, float]:
+    """Exact Shapley values of any utility on few players, by enumerating all 2^n subsets.
+
+    φ_i = Σ_{S ⊆ N∖{i}} |S|! (n-|S|-1)! / n! · (v(S ∪ {i}) - v(S)). ``utility`` is any callable
+    on an iterable of ids (a ``Utility`` or a score function); 2^n evaluations, n ≤ 20.
+    """
+    players, masks, values = _all_subset_values(utility, players, "Shapley")
+    n = len(players)
     sizes = np.array([bin(m).count("1") for m in masks])
     weight = np.array([math.factorial(s) * math.factorial(n - s - 1) for s in range(n)]) / math.factorial(n)
     out = {}
@@ -230,18 +238,7 @@ def exact_shapley(utility, players: Sequence[str] | None = None) -> dict[str, fl
 
 def exact_banzhaf(utility, players: Sequence[str] | None = None) -> dict[str, float]:
     """Exact Banzhaf values by enumeration: β_i = 2^-(n-1) Σ_{S ⊆ N∖{i}} (v(S ∪ {i}) − v(S))."""
-    if players is None:
-        players = getattr(utility, "players", None)
-        if players is None:
-            raise ValueError("pass the players: this utility does not know its player set")
-    players = as_subset(players)
-    n = len(players)
-    if n > MAX_EXACT_PLAYERS:
-        raise ValueError(f"exact Banzhaf enumerates 2^n subsets; n={n} > {MAX_EXACT_PLAYERS}")
-    masks = np.arange(1 << n)
-    values = np.array(
-        [float(utility(tuple(p for i, p in enumerate(players) if m >> i & 1))) for m in masks]
-    )
+    players, masks, values = _all_subset_values(utility, players, "Banzhaf")
     out = {}
     for i, p in enumerate(players):
         without = masks[(masks & (1 << i)) == 0]

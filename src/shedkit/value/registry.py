@@ -2,7 +2,8 @@
 
 Each entry maps a name to a ``"module:Class"`` string, so that listing or choosing a valuation
 never imports the modules of the others (some need torch). Adding a valuation is one class and
-one line here (or one ``register_valuation`` call from a plug-in).
+one line here (or one ``register_valuation`` call from a plug-in); ``make_estimator`` and the
+``--estimator`` option choose from this same table.
 """
 
 from __future__ import annotations

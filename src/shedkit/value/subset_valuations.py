@@ -95,13 +95,12 @@ class _Strata:
         return np.nan_to_num(mean, nan=0.0), np.where(np.isfinite(var_of_mean), var_of_mean, np.inf)
 
 
-class _SubsetState:
-    """The running result of a subset valuation: what stopping rules read."""
+class _RunningState:
+    """What every subset valuation's running state counts: samples drawn, utility evaluations
+    (and how many were computed, not reused), time since the start, for stopping rules."""
 
-    def __init__(self, valuation: "SubsetValuation", n: int, ctx: GameContext, n_strata: int):
-        self.valuation, self.n_players, self.ctx = valuation, n, ctx
-        self.halves = (_Strata(n, n_strata), _Strata(n, n_strata))  # even / odd samples
-        self.exact = np.zeros(n_strata, dtype=bool)
+    def __init__(self, n: int, ctx: GameContext):
+        self.n_players, self.ctx = n, ctx
         self.n_samples = 0
         self.n_evaluations = 0
         self.n_computed = 0
@@ -111,6 +110,16 @@ class _SubsetState:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+class _SubsetState(_RunningState):
+    """The running result of a subset valuation: what stopping rules read."""
+
+    def __init__(self, valuation: "SubsetValuation", n: int, ctx: GameContext, n_strata: int):
+        super().__init__(n, ctx)
+        self.valuation = valuation
+        self.halves = (_Strata(n, n_strata), _Strata(n, n_strata))  # even / odd samples
+        self.exact = np.zeros(n_strata, dtype=bool)
 
     @property
     def n_permutations(self) -> int:
@@ -329,22 +338,13 @@ class ControlVariateShapley(StratifiedShapley):
         self._surrogate = fit_additive(masks, values, ctx.v_empty, given, self.ridge)
 
 
-class _RegressionState:
+class _RegressionState(_RunningState):
     """Running sums of a constrained least-squares Shapley fit (see ``RegressionShapley``)."""
 
     def __init__(self, n: int, ctx: GameContext):
-        self.n_players, self.ctx = n, ctx
+        super().__init__(n, ctx)
         self.masks: list[np.ndarray] = []  # per pair: the subset's mask (its complement is ~mask)
         self.pair_values: list[tuple[float, float]] = []  # per pair: v(S) − v(∅), v(N∖S) − v(∅)
-        self.n_samples = 0
-        self.n_evaluations = 0
-        self.n_computed = 0
-        self.start = time.monotonic()
-        self._cache: dict = {}
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
 
     @property
     def n_permutations(self) -> int:
