@@ -9,13 +9,14 @@ new. See ``shedkit.evaluate.bench``.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
 from shedkit.cli.config import merge_config
-from shedkit.cli.flags import ConfigFlag, RunFlags, with_flags
+from shedkit.cli.flags import ConfigFlag, RunFlags, flag, with_flags
 from shedkit.util.defaults import DEFAULT_MODEL
 
 
@@ -63,6 +64,19 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
+@dataclass
+class MethodSettingFlags:
+    """The bench's settings for SHED's rows (shed-qocs, shed-qwcs, shed-hybrid) and LoBaSS."""
+
+    shed_clusters: Optional[int] = flag(None, "SHED clusters (default about sqrt(N); 8 with --quick).")
+    shed_permutations: Optional[int] = flag(None, "SHED permutations (default 10; 2 with --quick).")
+    shed_removal_k: Optional[int] = flag(None, "SHED proxies removed per step (default 1; 2 with --quick).")
+    shed_dev_limit: Optional[int] = flag(None, "SHED value function on the first N dev rows (default all; 50 with --quick).")
+    shed_target: str = flag("alpaca", "The loss dev target SHED values proxies on (target_<name>_dev); first-order uses it too.")
+    shed_epochs: Optional[float] = flag(None, "Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1).")
+    lobass_ref_epochs: Optional[float] = flag(None, "Epochs of LoBaSS's reference fine-tune on the pool (default 1; 0.25 with --quick).")
+
+
 def bench_command(
     ctx: typer.Context,
     suite: Path = typer.Option(..., "--suite", help="Suite directory: pool.jsonl, pool_labels.jsonl, target_<name>_dev/test.jsonl."),
@@ -81,16 +95,9 @@ def bench_command(
     lr: Optional[float] = typer.Option(None, "--lr", help="Recipe learning rate (default 2e-4)."),
     train_method: Optional[str] = typer.Option(None, "--train-method", help="Recipe: lora (default) or full."),
     full_epochs: Optional[float] = typer.Option(None, "--full-epochs", help="Epochs of the full-pool fine-tune (default: the recipe's; 0.25 with --quick)."),
-    shed_clusters: Optional[int] = typer.Option(None, "--shed-clusters", help="SHED clusters (default about sqrt(N); 8 with --quick)."),
-    shed_permutations: Optional[int] = typer.Option(None, "--shed-permutations", help="SHED permutations (default 10; 2 with --quick)."),
-    shed_removal_k: Optional[int] = typer.Option(None, "--shed-removal-k", help="SHED proxies removed per step (default 1; 2 with --quick)."),
-    shed_dev_limit: Optional[int] = typer.Option(None, "--shed-dev-limit", help="SHED value function on the first N dev rows (default all; 50 with --quick)."),
-    shed_target: str = typer.Option("alpaca", "--shed-target", help="The loss dev target SHED values proxies on (target_<name>_dev)."),
-    lobass_ref_epochs: Optional[float] = typer.Option(None, "--lobass-ref-epochs", help="Epochs of LoBaSS's reference fine-tune on the pool (default 1; 0.25 with --quick)."),
     dsir_top_k: bool = typer.Option(False, "--dsir-top-k/--dsir-gumbel", help="DSIR deterministic top-k (then it runs once) instead of Gumbel-top-k sampling."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="Extra method option METHOD.KEY=VALUE (repeatable), e.g. dq.bins=5."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="The methods' shared cache (default DIR/cache, so timings include every computation)."),
-    shed_epochs: Optional[float] = typer.Option(None, "--shed-epochs", help="Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1)."),
     reuse: Optional[List[Path]] = typer.Option(None, "--reuse", help="A results.json (repeatable; e.g. the committed bench/results/...): its evaluated (row, seed) cells with the same content key are reused, not recomputed. DIR/results.json is always read."),
     cached_only: bool = typer.Option(False, "--cached-only", help="Compute nothing: write the results of the cells already evaluated (DIR/results.json, --reuse files) and list the missing ones."),
     **flags: Any,
@@ -139,5 +146,5 @@ def bench_command(
 
 
 def register(app: typer.Typer) -> None:
-    command = with_flags(RunFlags, ConfigFlag)(bench_command)
+    command = with_flags(RunFlags, ConfigFlag, MethodSettingFlags)(bench_command)
     app.command("bench", help="Benchmark selection methods on a suite: select, fine-tune, evaluate.")(command)
