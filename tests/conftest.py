@@ -8,6 +8,18 @@ from shared_data import SHARED, shared_path  # noqa: F401  (re-exported for test
 
 
 @pytest.fixture(scope="session")
+def one_torch_thread():
+    """The tiny model's matmuls are too small to gain from threads, and on a shared 2-core
+    machine OpenMP threads that wait on each other make them up to 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def _converted_models(tmp_path_factory):
     return tmp_path_factory.mktemp("shedkit-models")
 

@@ -6,14 +6,8 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _one_thread_eval():
-    """The tiny model gains nothing from threads; on a shared 2-core machine they slow it 10x."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread_eval(one_torch_thread):
+    """Every test here runs torch on one thread (see ``one_torch_thread``)."""
 
 
 def _jsonl(path, rows):

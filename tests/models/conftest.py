@@ -9,15 +9,8 @@ def rec(i, *turns):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """The tiny model's matmuls are too small to gain from threads, and on a shared 2-core
-    machine OpenMP threads that wait on each other make them 10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs torch on one thread (see ``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="session")

@@ -14,14 +14,7 @@ SETTINGS = dict(model="tiny-random", max_length=64, precision="fp32", progress=F
                 fo_warmup=8, fo_checkpoints=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,7 @@ from shedkit.errors import ShedkitError
 SETTINGS = dict(model="tiny-random", max_length=64, precision="fp32", progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny model gains nothing from threads; on a shared 2-core machine they cost."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,7 @@ SETTINGS = dict(model="tiny-random", embedder="hashed-ngrams", clusters=5, max_l
                 progress=False, lora_r=4, batch_size=4, fo_warmup=8, fo_checkpoints=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
