@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -246,20 +244,12 @@ def bench_real(players: int, args) -> dict:
 
 
 def machine() -> dict:
-    def sh(cmd):
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:  # noqa: BLE001
-            return ""
+    """The bench's machine record (CPU model, fast bf16, cores, torch threads, load) and the git
+    commit: ``shedkit.evaluate.bench.machine`` + ``shedkit.report.manifest.git_hash``."""
+    from shedkit.evaluate.bench import machine as bench_machine
+    from shedkit.report.manifest import git_hash
 
-    return {
-        "git": sh("git rev-parse --short HEAD"),
-        "cpu": sh("lscpu | grep 'Model name' | sed 's/.*: *//'"),
-        "amx": "amx" in sh("grep -o -m1 'amx[a-z_]*' /proc/cpuinfo"),
-        "cores": sh("nproc"),
-        "load": sh("cat /proc/loadavg"),
-        "python": platform.python_version(),
-    }
+    return {**bench_machine(), "git": git_hash()}
 
 
 def main(argv=None):
@@ -290,7 +280,7 @@ def main(argv=None):
     env = machine()
     print(f"machine: {env}")
     results = [(bench_real if args.real else bench_game)(k, args) for k in args.players]
-    env["load_after"] = machine()["load"]
+    env["load_after"] = machine()["load_average"]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("figures-real" if args.real else "figures-game")
     path = path.with_name(path.name + ("-only-" + "-".join(args.only) if args.only else "") + ".json")

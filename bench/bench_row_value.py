@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -128,14 +127,12 @@ def table(out: Path) -> str:
 
 
 def machine() -> dict:
-    def sh(cmd):
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:  # noqa: BLE001
-            return ""
-    return {"cpu": sh("lscpu | grep 'Model name' | sed 's/.*: *//'"), "amx": "amx_bf16" in sh("grep -o amx_bf16 /proc/cpuinfo | head -1"),
-            "cores": os.cpu_count(), "load": os.getloadavg(), "git": sh("git rev-parse --short HEAD"),
-            "dirty": bool(sh("git status --porcelain -- src"))}
+    """The bench's machine record (CPU model, fast bf16, cores, torch threads, load) and the git
+    commit: ``shedkit.evaluate.bench.machine`` + ``shedkit.report.manifest.git_hash``."""
+    from shedkit.evaluate.bench import machine as bench_machine
+    from shedkit.report.manifest import git_hash
+
+    return {**bench_machine(), "git": git_hash()}
 
 
 def main(argv=None) -> int:
