@@ -40,6 +40,7 @@ from shedkit.value import (
     ControlVariateShapley,
     MaxEvaluations,
     MaxPermutations,
+    MaxTime,
     MSRBanzhaf,
     PermutationMonteCarlo,
     ProxyLikeGame,
@@ -197,14 +198,41 @@ def real_utility(players: int, args):
     chosen = [r.index for r in proxies]  # line numbers of the pool file
     dev = read_dev(data / "target_alpaca_dev.jsonl")
     dev = DevSet(records=dev.records[: args.dev_rows], source=f"{dev.source}[:{args.dev_rows}]")
-    train = TrainConfig(epochs=1.0, max_length=args.max_length, precision=args.precision)
+    extra = {} if args.lr is None else {"lr": args.lr}
+    train = TrainConfig(epochs=1.0, max_length=args.max_length, precision=args.precision, **extra)
     score = SubsetScore("smollm2-135m", proxies, dev, train, "loss", seed=0)
     settings_hash = score.settings_hash
     settings_hash = settings_hash() if callable(settings_hash) else settings_hash
     utility = CachedUtility(score, args.cache_dir, settings_hash, players=[p.id for p in proxies])
     info = {"proxy_lines": chosen, "proxy_labels": [labels[i] for i in chosen], "dev_rows": args.dev_rows,
-            "max_length": args.max_length, "precision": args.precision, "settings_hash": settings_hash}
+            "max_length": args.max_length, "precision": args.precision, "lr": train.lr,
+            "settings_hash": settings_hash}
     return utility, info
+
+
+def real_reference(utility, args, info: dict) -> tuple[np.ndarray, float, int]:
+    """The long antithetic reference on the real utility. Its permutations come from a fixed
+    seed and every v(S) is cached, so a run cut by ``--reference-seconds`` resumes where it
+    stopped (the permutations already walked cost nothing again): the reference can be
+    accumulated over several sessions. Its split-half Spearman is recorded as it grows
+    (``reference-K*.json`` in --out)."""
+    stop = MaxPermutations(args.reference_permutations)
+    if args.reference_seconds:
+        stop = stop | MaxTime(args.reference_seconds)
+    result = AntitheticMonteCarlo(stop=stop, seed=10_000, progress=True).fit(utility).result_
+    done = int(result.n_permutations)  # antithetic: pairs = done / 2
+    values, split_half = result.values, result.rank_stability()
+    path = args.out / f"reference-K{len(utility.players)}-proxyseed{args.proxy_seed}.json"
+    history = json.loads(path.read_text())["history"] if path.exists() else []
+    history.append({"permutations": done, "split_half_spearman": split_half, "computed": utility.computed,
+                    "fine_tunes_cached": result.n_evaluations, "load": machine()["load_average"],
+                    "seconds_per_fine_tune": utility.compute_seconds / max(1, utility.computed)})
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"values": values.tolist(), "split_half_spearman": split_half,
+                                "permutations": done, "history": history, "utility": info}, indent=1,
+                               default=float))
+    print(f"reference: {done} permutations, split-half Spearman {split_half:.4f}; {path}", flush=True)
+    return values, split_half, done
 
 
 def bench_real(players: int, args) -> dict:
@@ -227,10 +255,12 @@ def bench_real(players: int, args) -> dict:
         ref_text = "exact Shapley (all 2^K subsets)"
         split_half = 1.0
     else:
-        result = AntitheticMonteCarlo(stop=MaxPermutations(args.reference_permutations), seed=10_000,
-                                      progress=True).fit(utility).result_
-        reference, split_half = result.values, result.rank_stability()
-        ref_text = f"antithetic, {args.reference_permutations} permutations"
+        reference, split_half, done = real_reference(utility, args, info)
+        ref_text = f"antithetic, {done} permutations"
+        if args.reference_only:
+            return {"label": f"reference only: {ref_text}, split-half Spearman {split_half:.4f}",
+                    "players": players, "reference_split_half": split_half, "reference": reference.tolist(),
+                    "real": info}
     seconds = time.monotonic() - start
     info.update(pool_seconds=seconds, computed=utility.computed, compute_seconds=utility.compute_seconds,
                 seconds_per_fine_tune=utility.compute_seconds / max(1, utility.computed))
@@ -273,6 +303,11 @@ def main(argv=None):
     parser.add_argument("--dev-rows", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--lr", type=float, default=None, help="real: the fine-tunes' learning rate (default TrainConfig's)")
+    parser.add_argument("--reference-seconds", type=float, default=None,
+                        help="real: stop the reference after this long (it resumes from the cache next time)")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="real: build (or extend) the reference only, no estimator table")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/shedkit/bench-estimators")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-estimators"))
     args = parser.parse_args(argv)

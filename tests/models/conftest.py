@@ -1,11 +1,5 @@
 import pytest
-
-from shedkit.data.records import Turn, make_record
-
-
-def rec(i, *turns):
-    """A record from (role, content) pairs."""
-    return make_record(i, [Turn(r, c) for r, c in turns], {"i": i})
+from helpers import rec
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,7 +2,7 @@ import numpy as np
 
 from shedkit.models.encode import encode_continuation, encode_record, encode_response_alone, render, truncate
 
-from conftest import rec
+from helpers import rec
 
 
 def targets_text(tok, enc, group=None):

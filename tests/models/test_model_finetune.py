@@ -6,7 +6,7 @@ from shedkit.errors import ShedkitError
 from shedkit.models import ScoreConfig, TrainConfig, field_help, load_model, response_losses
 from shedkit.models.finetune import finetune, finetuned, save_finetuned
 
-from conftest import rec
+from helpers import rec
 
 FAST = TrainConfig(epochs=4, batch_size=4, lr=2e-2, lora_r=4, lora_alpha=8, precision="fp32")
 

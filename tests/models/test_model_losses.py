@@ -10,7 +10,7 @@ from shedkit.models import losses as losses_mod
 from shedkit.models.encode import encode_record, encode_response_alone
 from shedkit.models.scoring import token_logprobs
 
-from conftest import rec
+from helpers import rec
 
 FP32 = ScoreConfig(precision="fp32")
 

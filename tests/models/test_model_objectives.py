@@ -8,7 +8,7 @@ from shedkit.errors import InputError, ShedkitError
 from shedkit.models import DevSet, MCItem, Objective, ScoreConfig, evaluate, read_dev
 from shedkit.models.objectives import dev_loss, mc_accuracy, mc_context
 
-from conftest import rec
+from helpers import rec
 
 ITEMS = [
     MCItem("Question: Which is a colour?", ("red", "a table", "seventeen"), 0),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import rec
+from helpers import rec
 
 pytestmark = pytest.mark.slow
 
