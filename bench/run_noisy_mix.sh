@@ -10,7 +10,8 @@
 #   calib N        random and clean-random, seeds 0..N-1 (the calibration: clean-random must
 #                  beat random by > 2 sd on the Alpaca test loss)
 #   rows R1,R2 N   the given rows (e.g. dsir,dsir-per-token,dq), seeds 0..N-1
-#   tasks T        evaluate every finished cell on test targets T as well (e.g. arc_easy,gsm8k)
+#   tasks T [R N]  evaluate finished cells on test targets T as well (e.g. arc_easy,gsm8k): rows R
+#                  (default random,clean-random), seeds 0..N-1 (default 3)
 #   transfer R N   rows R with the full-fine-tuning recipe (transferability claim)
 #   collect        report every evaluated cell of the whole table (--cached-only: computes nothing,
 #                  lists the missing cells) and copy results.json/.md/*.png into bench/results/noisy-mix-v1/
@@ -49,7 +50,8 @@ shift
 case $piece in
   calib) n=${1:?seeds}; shift; bench --methods random,clean-random --seeds "$n" --tasks alpaca "$@" ;;
   rows) rows=${1:?rows}; n=${2:?seeds}; shift 2; bench --methods "$rows" --seeds "$n" --tasks alpaca "$@" ;;
-  tasks) t=${1:?tasks}; shift; bench --methods random,clean-random --seeds 3 --tasks "$t" "$@" ;;
+  tasks) t=${1:?tasks}; rows=${2:-random,clean-random}; n=${3:-3}; shift $(( $# < 3 ? $# : 3 ))
+         bench --methods "$rows" --seeds "$n" --tasks "$t" "$@" ;;
   transfer) rows=${1:?rows}; n=${2:?seeds}; shift 2; bench --methods "$rows" --seeds "$n" --tasks alpaca --train-method full "$@" ;;
   collect)
     "$SHEDKIT" bench --suite "$SUITE" --out "$OUT" "${RECIPE[@]}" "${REUSE[@]}" --cached-only --seeds 3 --tasks alpaca "$@"

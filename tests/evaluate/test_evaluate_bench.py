@@ -277,3 +277,16 @@ def test_transfer_claim_from_cells():
     assert "LoRA order dq < random < dsir" in text and "full-FT order dsir < dq < random" in text
     doc["cells"]["full-dsir"]["eval"]["alpaca_test"]["loss"] = 1.9
     assert transfer_claim(doc)[1] == "yes"
+
+
+def test_variant_options_win_over_the_plain_methods(tmp_path, suite):
+    """--option shed-hybrid.x sets the plain shed-hybrid row; the shed-hybrid-filter variant keeps
+    its own settings; --option shed-hybrid-filter.x overrides the variant."""
+    from shedkit.evaluate.bench import Bench
+
+    opts = {"shed-hybrid": {"row_score": "loss", "sampler": "qwcs"}, "shed-hybrid-filter": {"row_keep": 0.5}}
+    bench = Bench(suite, tmp_path / "b", BenchConfig(methods=("shed-hybrid", "shed-hybrid-filter"), method_options=opts))
+    plain, variant = bench.method_options("shed-hybrid"), bench.method_options("shed-hybrid-filter")
+    assert plain["row_score"] == "loss" and "row_order" not in plain
+    assert variant["row_score"] == "loss-ifd" and variant["row_order"] == "random" and variant["sampler"] == "qwcs"
+    assert variant["row_keep"] == 0.5

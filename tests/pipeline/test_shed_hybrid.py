@@ -96,3 +96,32 @@ def test_bad_options_fail_clearly(tmp_path, data):
     with pytest.raises(ShedkitError, match="row-score"):
         shedkit.select(data["pool"], method="shed-hybrid", row_score="best", budget=3, values=data["values"],
                        cache_dir=tmp_path / "c", **SETTINGS)
+
+
+def test_percentile_ranks():
+    from shedkit.pipeline.methods.shed_hybrid import percentile_ranks
+
+    out = percentile_ranks([3.0, np.nan, 1.0, 2.0, 2.0])
+    np.testing.assert_allclose(out, [1.0, np.nan, 0.25, 0.625, 0.625])
+    assert np.isnan(percentile_ranks([np.nan, np.nan])).all()
+
+
+def test_loss_ifd_filter_with_random_order(tmp_path, data):
+    """loss-ifd = minus the larger pool percentile by base loss and by IFD; with row_keep and
+    row_order random the selected rows all pass their cluster's filter, not only its best."""
+    from shedkit.pipeline.methods.shed_hybrid import percentile_ranks
+
+    sel = shedkit.select(data["pool"], method="shed-hybrid", row_score="loss-ifd", row_keep=0.6, row_order="random",
+                         budget=10, seed=3, values=data["values"], cache_dir=tmp_path / "cache", out=tmp_path / "o",
+                         **SETTINGS)
+    scores, manifest = read(tmp_path / "o")
+    loss = np.array([float(r["loss_base"]) for r in scores])
+    ifd = np.array([float(r["ifd"]) if r["ifd"] not in ("", "nan") else np.nan for r in scores])
+    expected = -np.maximum(percentile_ranks(loss), percentile_ranks(ifd))
+    got = np.array([float(r["row_score"]) if r["row_score"] not in ("", "nan") else np.nan for r in scores])
+    np.testing.assert_allclose(got, expected)
+    assert len(sel.rows) == 10 and manifest["method"]["row_order"] == "random"
+    assert all(r["left_out"] != "below-row-keep" for r in scores if r["selected"] == "1")
+    with pytest.raises(shedkit.ShedkitError, match="row-order random"):
+        shedkit.select(data["pool"], method="shed-hybrid", row_score="loss", row_order="random", budget=10,
+                       values=data["values"], cache_dir=tmp_path / "cache", out=tmp_path / "o2", **SETTINGS)

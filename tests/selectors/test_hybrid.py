@@ -55,3 +55,37 @@ def test_qwcs_best_first_exact_budget_and_too_few_rows():
         hybrid_select(LABELS, VALUES, 12, 0, sampler="qwcs", row_scores=scores, row_keep=0.5)
     with pytest.raises(ValueError, match="row score"):
         hybrid_select(LABELS, VALUES, 3, 0, row_keep=0.5)
+
+
+@pytest.mark.parametrize("sampler", ["qocs", "qwcs"])
+def test_random_row_order_samples_uniformly_among_the_kept_rows(sampler):
+    """row_order="random": rows come only from each cluster's kept (best row_keep) share, the
+    budget is exact, a seed reproduces the draw, and every kept row of a cluster is equally
+    likely (the score filters, it does not rank)."""
+    labels = np.repeat(np.arange(3), 20)
+    values = {0: 1.0, 1: 0.5, 2: -0.5}
+    scores = np.tile(np.arange(20, dtype=float), 3)  # within a cluster: rows 10..19 kept at 0.5
+    kept = np.flatnonzero(scores >= 10)
+    hits = np.zeros(len(labels))
+    for seed in range(400):
+        sel = hybrid_select(labels, values, 12, seed, sampler=sampler, row_scores=scores, row_keep=0.5,
+                            row_order="random")
+        assert len(set(sel.selected.tolist())) == 12 and set(sel.selected.tolist()) <= set(kept.tolist())
+        assert sel.eligible.sum() == 30 and all(sel.left_out[i] == "below-row-keep" for i in range(10))
+        hits[sel.selected] += 1
+    again = hybrid_select(labels, values, 12, 5, sampler=sampler, row_scores=scores, row_keep=0.5, row_order="random")
+    assert again.selected.tolist() == hybrid_select(labels, values, 12, 5, sampler=sampler, row_scores=scores,
+                                                    row_keep=0.5, row_order="random").selected.tolist()
+    best = hybrid_select(labels, values, 12, 5, sampler=sampler, row_scores=scores, row_keep=0.5)
+    assert sorted(again.selected.tolist()) != sorted(best.selected.tolist())  # not the best-first rows
+    for c in range(3):  # within a cluster the kept rows are hit alike (binomial spread, 400 draws)
+        h = hits[(labels == c) & (scores >= 10)]
+        if h.sum() > 400:
+            assert h.max() - h.min() < 6 * np.sqrt(h.mean()) + 1
+    if sampler == "qocs":  # QOCS takes its best cluster first: 10 kept rows, then 2 of the next
+        assert hits[labels == 0].sum() == 400 * 10 and hits[labels == 1].sum() == 400 * 2
+
+
+def test_row_order_is_checked():
+    with pytest.raises(ValueError, match="row_order"):
+        hybrid_select(LABELS, VALUES, 3, 0, row_scores=np.ones(len(LABELS)), row_order="worst")

@@ -110,7 +110,7 @@ class BenchConfig:
 
     def deterministic(self, spec: str) -> bool:
         row = parse_row(spec)
-        opts = {**row.options, **self.method_options.get(row.method, {}), **self.method_options.get(spec, {})}
+        opts = {**self.method_options.get(row.method, {}), **row.options, **self.method_options.get(spec, {})}
         return row.method == "full" or (row.method == "dsir" and bool(opts.get("top_k", self.dsir_top_k)))
 
     def seeds_for(self, method: str) -> list[int | None]:
@@ -190,8 +190,8 @@ class Bench:
         return str(target)
 
     def method_options(self, spec: str) -> dict[str, Any]:
-        """Options of a row: the bench's defaults for its method < the variant's < ``--option``
-        for the method < ``--option`` for the row spec."""
+        """Options of a row: the bench's defaults for its method < ``--option`` for the method <
+        the variant's own < ``--option`` for the row spec."""
         c = self.config
         row = self.rows.get(spec) or parse_row(spec)
         method = row.method
@@ -213,8 +213,8 @@ class Bench:
             opts.update({k: v for k, v in defaults.items() if declared is not None and k in option_fields(declared)})
         elif method == "lobass":
             opts.update(model=c.model, epochs=c.lobass_ref_epochs, max_length=c.recipe.max_length)
-        opts.update(row.options)
-        opts.update(c.method_options.get(method, {}))
+        opts.update(c.method_options.get(method, {}))  # --option METHOD.x: the plain method's settings
+        opts.update(row.options)  # a variant's own options win over those
         if spec != method:
             opts.update(c.method_options.get(spec, {}))
         return {k: v for k, v in opts.items() if v is not None}

@@ -8,6 +8,9 @@ A row is named by a spec string:
   integer is a row count), instead of the bench's ``--budget``;
 - a named variant (``VARIANTS``): ``dsir-per-token`` is DSIR with the per-token mean of the
   log weights (``dsir_normalize``), the plain ``dsir`` row being the faithful sum;
+  ``shed-hybrid-filter`` is shed-hybrid with QWCS, the loss-ifd row score as a filter
+  (row_keep 0.75) and random order. A variant's own options win over ``--option METHOD.x``
+  (which sets the plain method's row); ``--option VARIANT.x`` overrides the variant;
 - a reference row (``REFERENCES``): ``clean-random`` draws random rows among those the
   suite's ``pool_labels.jsonl`` calls clean. It reads the labels, which no method may, so it is
   not a method: it marks what a perfect noise filter followed by random sampling reaches, and
@@ -28,10 +31,14 @@ REFERENCES = {
 }
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "dsir-per-token": ("dsir", {"dsir_normalize": True}),
+    # SHED's QWCS allocation; inside each cluster the quarter of rows that is worst by base loss
+    # or by IFD is dropped (either filter), the rest sampled at random as SHED samples
+    "shed-hybrid-filter": ("shed-hybrid", {"sampler": "qwcs", "row_score": "loss-ifd", "row_keep": 0.75,
+                                           "row_order": "random"}),
 }
 # the table's rows in order; a row whose method is not in the registry at run time is left out
 TABLE_ROWS = ("random", "clean-random", "dsir", "dsir-per-token", "dq", "lobass", "lobass@0.06", "lowest-loss", "ifd",
-              "first-order", "shed-qocs", "shed-qwcs", "shed-hybrid", "full")
+              "first-order", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "full")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,11 @@ the rows go best-first by a per-row score instead of uniformly at random. Withou
 
 Eligibility: a row with no score (NaN) is never taken; ``row_keep = q < 1`` also keeps only
 the best ``ceil(q * m)`` of the ``m`` scored rows of each cluster, which is what makes QOCS
-filter inside the clusters it takes (QOCS otherwise takes its best clusters whole). A
+filter inside the clusters it takes (QOCS otherwise takes its best clusters whole).
+``row_order="random"`` takes a cluster's kept rows in a seeded random order instead of
+best-first: the score then only filters (drops each cluster's worst share) and the rows
+that pass are sampled as SHED samples, so the subset keeps the cluster's spread of lengths
+and difficulty instead of its easiest rows. A
 cluster with fewer eligible rows than it would get passes the rest on: QOCS moves on to the
 next cluster, QWCS's draw skips exhausted clusters. The budget is always met exactly, or a
 ValueError says how many rows were eligible.
@@ -28,7 +32,8 @@ import numpy as np
 
 from shedkit.selectors.samplers import default_temperature, qocs_sample, qwcs_sample
 
-ROW_SCORES = ("first-order", "learnability", "ifd", "loss", "random")
+ROW_SCORES = ("first-order", "learnability", "ifd", "loss", "loss-ifd", "random")
+ROW_ORDERS = ("best", "random")
 LEFT_OUT = ("no-score", "below-row-keep", "cluster-not-reached", "below-allocation")
 
 
@@ -59,11 +64,16 @@ def best_first(rows: np.ndarray, scores: np.ndarray, row_keep: float = 1.0) -> n
 
 
 def hybrid_select(labels, cluster_values, n: int, rng, sampler: str = "qocs", row_scores=None,
-                  row_keep: float = 1.0, temperature: float | None = None) -> HybridSelection:
-    """``n`` rows: SHED's allocation over clusters, rows best-first by ``row_scores`` inside them."""
+                  row_keep: float = 1.0, temperature: float | None = None,
+                  row_order: str = "best") -> HybridSelection:
+    """``n`` rows: SHED's allocation over clusters, rows best-first by ``row_scores`` inside
+    them (``row_order="random"``: the kept rows in random order)."""
     labels = np.asarray(labels, dtype=np.int64)
     if sampler not in ("qocs", "qwcs"):
         raise ValueError(f"sampler must be 'qocs' or 'qwcs', not {sampler!r}")
+    if row_order not in ROW_ORDERS:
+        raise ValueError(f"row_order must be one of {', '.join(ROW_ORDERS)}, not {row_order!r}")
+    rng = np.random.default_rng(rng)  # the samplers draw from this same generator
     row_keep = float(row_keep)
     if not 0 < row_keep <= 1:
         raise ValueError(f"row_keep must be in (0, 1], got {row_keep}")
@@ -82,7 +92,7 @@ def hybrid_select(labels, cluster_values, n: int, rng, sampler: str = "qocs", ro
         def order(rows: np.ndarray) -> np.ndarray:
             best = best_first(rows, scores, row_keep)
             kept[int(labels[rows[0]])] = best
-            return best
+            return rng.permutation(best) if row_order == "random" else best
 
         eligible = np.zeros(len(labels), dtype=bool)
     tau = None

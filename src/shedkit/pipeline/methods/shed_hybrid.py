@@ -8,9 +8,12 @@ cluster rows go best-first by a row score.
    ``values`` file (cluster,value CSV);
 3. allocation by ``sampler`` "qocs" (default) or "qwcs" (``temperature`` as for SHED), rows
    best-first by ``row_score``: "first-order" (default), "learnability" (LoBaSS, with its
-   reference fine-tune), "ifd" (lowest IFD first), "loss" (lowest base loss first), or
-   "random" (SHED's own uniform sampling, row for row at the same seed). ``row_keep`` q < 1
-   keeps only the best ceil(q m) scored rows of each cluster (see ``selectors.hybrid``).
+   reference fine-tune), "ifd" (lowest IFD first), "loss" (lowest base loss first),
+   "loss-ifd" (minus the larger of the row's pool percentiles by base loss and by IFD: high
+   on neither), or "random" (SHED's own uniform sampling, row for row at the same seed).
+   ``row_keep`` q < 1 keeps only the best ceil(q m) scored rows of each cluster;
+   ``row_order`` "random" takes the kept rows in random order (the score only filters; see
+   ``selectors.hybrid``).
 
 scores.csv: ``cluster``, ``is_proxy``, ``cluster_value``, ``row_score``, ``cluster_taken`` (rows
 selected from the row's cluster), ``left_out`` (why an unselected row was not taken), plus the
@@ -31,7 +34,7 @@ from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.methods.shed import Options as ShedOptions
 from shedkit.pipeline.options import ScoreOptions, opt
-from shedkit.selectors.hybrid import ROW_SCORES
+from shedkit.selectors.hybrid import ROW_ORDERS, ROW_SCORES
 from shedkit.util.defaults import DEFAULT_MODEL
 
 
@@ -40,8 +43,9 @@ class Options(ShedOptions, ScoreOptions):
     """SHED's options (clusters, cluster values, valuation, fine-tunes) plus the row-level ones."""
 
     sampler: Optional[str] = opt("shed-hybrid: qocs (default) or qwcs allocation of rows to clusters.")
-    row_score: Optional[str] = opt("shed-hybrid: first-order (default) | learnability | ifd | loss | random (= SHED).")
+    row_score: Optional[str] = opt("shed-hybrid: first-order (default) | learnability | ifd | loss | loss-ifd | random (= SHED).")
     row_keep: Optional[float] = opt("shed-hybrid: keep only this best share of each cluster's rows (default 1).")
+    row_order: Optional[str] = opt("shed-hybrid: best (default: best-first by the row score) | random (the kept rows in random order: the score only filters).")
     reference: Optional[str] = opt("LoBaSS reference model/adapter path (default: fine-tune on the pool).")
     checkpoint_every: Optional[int] = opt("Checkpoint the reference fine-tune every N optimiser steps (default 50; 0 disables); a killed run resumes there.")
 
@@ -54,15 +58,22 @@ def run(ctx: MethodContext) -> MethodResult:
 
     sampler = str(ctx.option("sampler", "qocs"))
     row_score = str(ctx.option("row_score", "first-order"))
+    row_order = str(ctx.option("row_order", "best"))
     source = "file" if ctx.option("values") is not None else str(ctx.option("cluster_value", "shapley"))
     if sampler not in ("qocs", "qwcs"):
         raise ShedkitError(f"--sampler must be 'qocs' or 'qwcs', not {sampler!r}")
     if row_score not in ROW_SCORES:
         raise ShedkitError(f"--row-score must be one of {', '.join(ROW_SCORES)}, not {row_score!r}")
+    if row_order not in ROW_ORDERS:
+        raise ShedkitError(f"--row-order must be one of {', '.join(ROW_ORDERS)}, not {row_order!r}")
+    if row_order == "random" and (row_score == "random" or float(ctx.option("row_keep", 1.0)) >= 1):
+        raise ShedkitError("--row-order random only changes anything with a row score and --row-keep < 1 "
+                           "(it samples the rows that pass the score's filter)")
     if source not in (*CLUSTER_VALUES, "file"):
         raise ShedkitError(f"--cluster-value must be one of {', '.join(CLUSTER_VALUES)}, not {source!r}")
     timings: dict[str, float] = {}
-    info: dict[str, Any] = {"sampler": sampler, "row_score": row_score, "cluster_value": source}
+    info: dict[str, Any] = {"sampler": sampler, "row_score": row_score, "row_order": row_order,
+                            "cluster_value": source}
     columns: dict[str, Any] = {}
     clustering = clustering_for(ctx)
     for stage in ("embed", "cluster"):
@@ -90,7 +101,7 @@ def run(ctx: MethodContext) -> MethodResult:
     try:
         sel = hybrid_select(clustering.labels, cluster_values, ctx.budget, np.random.default_rng(ctx.seed), sampler,
                             row_scores=scores, row_keep=float(ctx.option("row_keep", 1.0)),
-                            temperature=ctx.option("temperature"))
+                            temperature=ctx.option("temperature"), row_order=row_order)
     except ValueError as exc:
         raise ShedkitError(f"shed-hybrid: {exc}") from exc
     timings["sample"] = time.perf_counter() - t0
@@ -157,7 +168,7 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
     info["base_losses"] = loss_info
     if row_score == "loss":
         return -loss
-    if row_score == "ifd":
+    if row_score in ("ifd", "loss-ifd"):
         from shedkit.pipeline.methods.row_filters import response_alone_losses
 
         alone, alone_info = response_alone_losses(ctx)
@@ -165,7 +176,9 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
             ifd = np.where(alone > 0, loss / alone, np.nan)
         columns["ifd"] = ifd.tolist()
         info["response_alone"] = alone_info
-        return -ifd
+        if row_score == "ifd":
+            return -ifd
+        return -np.maximum(percentile_ranks(loss), percentile_ranks(ifd))
     # learnability: LoBaSS's reference model and scores
     from shedkit.models.loading import shared_model
     from shedkit.pipeline.methods.lobass import _losses, reference_model, score_config_from, train_config_from
@@ -179,6 +192,19 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
     columns["learnability"] = scores.tolist()
     info["reference"] = ref_info
     return scores
+
+
+def percentile_ranks(x) -> np.ndarray:
+    """Each finite entry's rank among the finite entries, as a fraction in (0, 1] (ties share
+    their mean rank); NaN stays NaN."""
+    from scipy.stats import rankdata
+
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    finite = np.isfinite(x)
+    if finite.any():
+        out[finite] = rankdata(x[finite]) / finite.sum()
+    return out
 
 
 def run_shed_first_order(ctx: MethodContext, sampler: str) -> MethodResult:
