@@ -99,7 +99,7 @@ def test_bad_options_fail_clearly(tmp_path, data):
 
 
 def test_percentile_ranks():
-    from shedkit.pipeline.methods.shed_hybrid import percentile_ranks
+    from shedkit.selectors.hybrid import percentile_ranks
 
     out = percentile_ranks([3.0, np.nan, 1.0, 2.0, 2.0])
     np.testing.assert_allclose(out, [1.0, np.nan, 0.25, 0.625, 0.625])
@@ -109,7 +109,7 @@ def test_percentile_ranks():
 def test_loss_ifd_filter_with_random_order(tmp_path, data):
     """loss-ifd = minus the larger pool percentile by base loss and by IFD; with row_keep and
     row_order random the selected rows all pass their cluster's filter, not only its best."""
-    from shedkit.pipeline.methods.shed_hybrid import percentile_ranks
+    from shedkit.selectors.hybrid import percentile_ranks
 
     sel = shedkit.select(data["pool"], method="shed-hybrid", row_score="loss-ifd", row_keep=0.6, row_order="random",
                          budget=10, seed=3, values=data["values"], cache_dir=tmp_path / "cache", out=tmp_path / "o",
@@ -125,3 +125,28 @@ def test_loss_ifd_filter_with_random_order(tmp_path, data):
     with pytest.raises(shedkit.ShedkitError, match="row-order random"):
         shedkit.select(data["pool"], method="shed-hybrid", row_score="loss", row_order="random", budget=10,
                        values=data["values"], cache_dir=tmp_path / "cache", out=tmp_path / "o2", **SETTINGS)
+
+
+def test_filtered_random_is_uniform_among_the_rows_that_pass(tmp_path, data):
+    """filtered-random: every selected row passes the loss/IFD filter (the best filter_keep share
+    by loss_ifd_score), the draw is seeded, and too strict a filter is a clear error."""
+    from shedkit.selectors.hybrid import loss_ifd_score
+
+    common = dict(budget=12, cache_dir=tmp_path / "cache", **{k: v for k, v in SETTINGS.items()
+                                                                if k in ("model", "max_length", "precision", "progress")})
+    a = shedkit.select(data["pool"], method="filtered-random", seed=1, filter_keep=0.5, out=tmp_path / "a", **common)
+    b = shedkit.select(data["pool"], method="filtered-random", seed=1, filter_keep=0.5, out=tmp_path / "b", **common)
+    c = shedkit.select(data["pool"], method="filtered-random", seed=2, filter_keep=0.5, out=tmp_path / "c", **common)
+    assert a.rows == b.rows and a.rows != c.rows and len(a.rows) == 12
+    scores, manifest = read(tmp_path / "a")
+    loss = np.array([float(r["loss_base"]) for r in scores])
+    ifd = np.array([float(r["ifd"]) if r["ifd"] not in ("", "nan") else np.nan for r in scores])
+    score = loss_ifd_score(loss, ifd)
+    finite = np.isfinite(score)
+    cut = np.sort(score[finite])[::-1][int(np.ceil(0.5 * finite.sum())) - 1]
+    chosen = np.array([r["selected"] == "1" for r in scores])
+    assert (score[chosen] >= cut).all() and manifest["method"]["passed"] == int(np.ceil(0.5 * finite.sum()))
+    assert {r["excluded"] for r in scores if r["selected"] == "1"} == {""}
+    assert sum(r["excluded"] == "filtered" for r in scores) == finite.sum() - manifest["method"]["passed"]
+    with pytest.raises(shedkit.ShedkitError, match="raise --filter-keep"):
+        shedkit.select(data["pool"], method="filtered-random", seed=1, filter_keep=0.1, out=tmp_path / "d", **common)

@@ -81,7 +81,7 @@ def bench_command(
     ctx: typer.Context,
     suite: Path = typer.Option(..., "--suite", help="Suite directory: pool.jsonl, pool_labels.jsonl, target_<name>_dev/test.jsonl."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; holds every stage's cache, results.json/.md/.png."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated rows: any registered method, METHOD@BUDGET (lobass@0.06), dsir-per-token, or the reference row clean-random. Default: the whole table (random, clean-random, dsir, dsir-per-token, dq, lobass, lobass@0.06, shed-qocs, shed-qwcs, full and any of lowest-loss, ifd, first-order, shed-hybrid that this shedkit has)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated rows: any registered method, METHOD@BUDGET (lobass@0.06), dsir-per-token, or the reference row clean-random. Default: the whole table (random, clean-random, dsir, dsir-per-token, dq, lobass, lobass@0.06, shed-qocs, shed-qwcs, full and any of lowest-loss, ifd, filtered-random, first-order, shed-hybrid, shed-hybrid-filter that this shedkit has)."),
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method (deterministic methods run once)."),
     method_seeds: Optional[List[str]] = typer.Option(None, "--method-seeds", help="Seed count for one method, METHOD=N (repeatable), e.g. random=5."),

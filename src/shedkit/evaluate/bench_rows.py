@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # the table's rows in order; a row whose method is not in the registry at run time is left out
 TABLE_ROWS = ("random", "clean-random", "dsir", "dsir-per-token", "dq", "lobass", "lobass@0.06", "lowest-loss", "ifd",
-              "first-order", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "full")
+              "filtered-random", "first-order", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "full")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,27 @@ class HybridSelection:
         return out
 
 
+def percentile_ranks(x) -> np.ndarray:
+    """Each finite entry's rank among the finite entries, as a fraction in (0, 1] (ties share
+    their mean rank); NaN stays NaN."""
+    from scipy.stats import rankdata
+
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    finite = np.isfinite(x)
+    if finite.any():
+        out[finite] = rankdata(x[finite]) / finite.sum()
+    return out
+
+
+def loss_ifd_score(loss, ifd) -> np.ndarray:
+    """Minus the larger of a row's pool percentiles by base loss and by IFD: keeping the best
+    share drops the rows either filter would drop (high loss: noise, truncation, boilerplate
+    the model finds unlikely; high IFD: a response its instruction does not explain, e.g.
+    one written for another instruction). NaN where either is undefined."""
+    return -np.maximum(percentile_ranks(loss), percentile_ranks(ifd))
+
+
 def best_first(rows: np.ndarray, scores: np.ndarray, row_keep: float = 1.0) -> np.ndarray:
     """A cluster's scored rows, highest score first (ties: lower position), the best
     ``ceil(row_keep * m)`` of its ``m`` scored rows."""

@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "shed-hybrid": "shed_hybrid",
     "lowest-loss": "row_filters",
     "ifd": "row_filters",
+    "filtered-random": "row_filters",
 }
 
 

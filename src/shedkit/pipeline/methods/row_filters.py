@@ -1,4 +1,5 @@
-"""--method lowest-loss | ifd: the plain per-row filters every comparison needs (DESIGN.md).
+"""--method lowest-loss | ifd | filtered-random: the plain per-row filters every comparison needs
+(DESIGN.md).
 
 ``lowest-loss``  the rows with the lowest base-model response loss (mean over the response
                  tokens; the loss cache is shared with LoBaSS).
@@ -13,7 +14,15 @@
                  the hardest rows), with ``ifd_drop_ge1`` (Cherry's rule: rows with
                  IFD >= 1, whose instruction does not help, are never selected).
 
-Both use the LoBaSS guards and quotas (``easy_quantile``, ``hard_quantile``, ``quota_by``,
+``filtered-random``  random rows among those high on neither base loss nor IFD: each row's
+                 score is minus the larger of its pool percentiles by the two
+                 (``selectors.hybrid.loss_ifd_score``); the best ``filter_keep`` share
+                 (default 0.75) of the scored rows pass, and ``budget`` of them are drawn
+                 uniformly (seeded). Unlike taking the lowest scores first, the subset keeps
+                 the pool's spread of lengths and difficulty; it is shed-hybrid's
+                 ``loss-ifd`` filter without the clusters.
+
+lowest-loss and ifd use the LoBaSS guards and quotas (``easy_quantile``, ``hard_quantile``, ``quota_by``,
 ``quota``) and the scoring options (``max_length``, ``precision``, ``template``,
 ``score_batch_size``, ``max_batch_tokens``). scores.csv: ``loss_base``, (``loss_alone``,
 ``ifd``), ``excluded`` ("" or undefined / easy / hard / no-quota / ifd>=1).
@@ -41,6 +50,7 @@ class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOpt
     ifd_order: Optional[str] = opt("--method ifd: low (default; lowest IFD first) or high (Cherry's).")
     ifd_drop_ge1: Optional[bool] = opt("--method ifd: never select rows with IFD >= 1 (Cherry's rule).",
                                        flags=("--ifd-drop-ge1/--ifd-keep-ge1",))
+    filter_keep: Optional[float] = opt("--method filtered-random: the share of rows that pass the loss/IFD filter (default 0.75).")
 
 
 def run(ctx: MethodContext) -> MethodResult:
@@ -48,6 +58,8 @@ def run(ctx: MethodContext) -> MethodResult:
     from shedkit.pipeline.methods.lobass import group_labels
     from shedkit.selectors.learnability import select_by_score
 
+    if ctx.method == "filtered-random":
+        return run_filtered_random(ctx)
     groups = group_labels(ctx.records, ctx.option("quota_by"), ctx.option("quota"))
     order = str(ctx.option("ifd_order", "low"))
     if order not in ("low", "high"):
@@ -84,6 +96,40 @@ def run(ctx: MethodContext) -> MethodResult:
         columns["group"] = groups
     info.update(selection=sel.info(), guards={"easy_quantile": easy, "hard_quantile": hard})
     return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
+
+
+def run_filtered_random(ctx: MethodContext) -> MethodResult:
+    from shedkit.pipeline.methods.first_order import base_loss_column
+    from shedkit.selectors.hybrid import loss_ifd_score
+
+    keep = float(ctx.option("filter_keep", 0.75))
+    if not 0 < keep <= 1:
+        raise ShedkitError(f"--filter-keep must be in (0, 1], got {keep}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    loss, loss_info = base_loss_column(ctx)
+    timings["base_losses"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alone, alone_info = response_alone_losses(ctx)
+    timings["response_alone_losses"] = time.perf_counter() - t0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ifd = np.where(alone > 0, loss / alone, np.nan)
+    score = loss_ifd_score(loss, ifd)
+    scored = np.flatnonzero(np.isfinite(score))
+    n_pass = int(np.ceil(keep * len(scored) - 1e-9))
+    passed = scored[np.lexsort((scored, -score[scored]))][:n_pass]
+    if n_pass < ctx.budget:
+        raise ShedkitError(f"filtered-random: {n_pass} rows pass the filter (--filter-keep {keep} of "
+                           f"{len(scored)} scored rows), fewer than the budget {ctx.budget}: raise --filter-keep")
+    selected = np.random.default_rng(ctx.seed).choice(passed, size=ctx.budget, replace=False)
+    is_pass = np.zeros(len(ctx.records), dtype=bool)
+    is_pass[passed] = True
+    excluded = ["undefined" if not np.isfinite(v) else ("" if ok else "filtered") for v, ok in zip(score, is_pass)]
+    columns = {"loss_base": loss.tolist(), "loss_alone": alone.tolist(), "ifd": ifd.tolist(),
+               "filter_score": score.tolist(), "excluded": excluded}
+    info = {"model": str(ctx.option("model", DEFAULT_MODEL)), "base_losses": loss_info, "response_alone": alone_info,
+            "filter_keep": keep, "passed": n_pass, "scored": int(len(scored))}
+    return MethodResult(selected=np.sort(selected), columns=columns, info=info, timings=timings)
 
 
 def encode_response_plain(tokenizer, record, max_length: int, template: str = "auto"):

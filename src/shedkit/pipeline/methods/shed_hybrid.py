@@ -34,7 +34,7 @@ from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.methods.shed import Options as ShedOptions
 from shedkit.pipeline.options import ScoreOptions, opt
-from shedkit.selectors.hybrid import ROW_ORDERS, ROW_SCORES
+from shedkit.selectors.hybrid import ROW_ORDERS, ROW_SCORES, loss_ifd_score
 from shedkit.util.defaults import DEFAULT_MODEL
 
 
@@ -178,7 +178,7 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
         info["response_alone"] = alone_info
         if row_score == "ifd":
             return -ifd
-        return -np.maximum(percentile_ranks(loss), percentile_ranks(ifd))
+        return loss_ifd_score(loss, ifd)
     # learnability: LoBaSS's reference model and scores
     from shedkit.models.loading import shared_model
     from shedkit.pipeline.methods.lobass import _losses, reference_model, score_config_from, train_config_from
@@ -192,19 +192,6 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
     columns["learnability"] = scores.tolist()
     info["reference"] = ref_info
     return scores
-
-
-def percentile_ranks(x) -> np.ndarray:
-    """Each finite entry's rank among the finite entries, as a fraction in (0, 1] (ties share
-    their mean rank); NaN stays NaN."""
-    from scipy.stats import rankdata
-
-    x = np.asarray(x, dtype=np.float64)
-    out = np.full(len(x), np.nan)
-    finite = np.isfinite(x)
-    if finite.any():
-        out[finite] = rankdata(x[finite]) / finite.sum()
-    return out
 
 
 def run_shed_first_order(ctx: MethodContext, sampler: str) -> MethodResult:
