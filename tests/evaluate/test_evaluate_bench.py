@@ -306,3 +306,24 @@ def test_claims_answer_the_benchmark_questions():
     beat_filter = rows["shedkit's best selection beats the best plain filter"]
     assert "vs filtered-random 1.9400" in beat_filter[2] and beat_filter[3] == "yes"
     assert "shed-hybrid-filter" in rows["SHED: 10% of the data matches or beats the full data"][2]
+
+
+def test_cached_only_reports_cells_evaluated_on_some_tasks(tmp_path, suite):
+    """A cell evaluated on the Alpaca target only, reported with --tasks alpaca,arc_easy and
+    --cached-only: its Alpaca figures stay in the table, the ARC evaluation is listed as missing;
+    two results files holding different tasks of one cell are merged, not overwritten."""
+    common = ["bench", "--suite", str(suite), "--methods", "random@4", "--seeds", "1", "--quick", "--model", "tiny-random",
+              "--pool-limit", "40", "--limit-test", "5", "--no-progress"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(common + ["--out", str(a), "--tasks", "alpaca"]) == 0
+    assert main(common + ["--out", str(b), "--tasks", "arc_easy"]) == 0
+    report = tmp_path / "report"
+    assert main(common + ["--out", str(report), "--tasks", "alpaca,arc_easy", "--cached-only",
+                          "--reuse", str(a / "results.json")]) == 0
+    doc = json.loads((report / "results.json").read_text())
+    assert doc["missing_cells"] == ["base (arc_easy_test)", "random@4 seed 0 (arc_easy_test)"]
+    assert doc["summary"]["random@4"]["tasks"]["alpaca_test"]["loss"]["n"] == 1
+    assert main(common + ["--out", str(report), "--tasks", "alpaca,arc_easy", "--cached-only",
+                          "--reuse", str(a / "results.json"), "--reuse", str(b / "results.json")]) == 0
+    doc = json.loads((report / "results.json").read_text())
+    assert doc["missing_cells"] == [] and set(doc["runs"][0]["eval"]) == {"alpaca_test", "arc_easy_test"}

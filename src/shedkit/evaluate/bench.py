@@ -359,7 +359,9 @@ class Bench:
         if base_eval is not None:
             self.counts.cells_reused += 1
         elif self.config.cached_only:
-            base_eval, missing = {}, ["base"]
+            base_eval = self.partial_evals(cells.get(base_key))
+            lacking = [t.name for t in self.tasks if t.name not in base_eval]
+            missing = ["base" + (f" ({', '.join(lacking)})" if base_eval else "")]
         else:
             base_eval = self.eval_stage("base-" + stable_hash(model_identity(self.config.model), 12), self.base)
             base_eval = {k: {m: v for m, v in e.items() if m != "source"} for k, e in base_eval.items()}
@@ -378,7 +380,15 @@ class Bench:
                     runs.append(record)
                     continue
                 if self.config.cached_only:
-                    missing.append(f"{spec} {'once' if seed is None else f'seed {seed}'}")
+                    name = f"{spec} {'once' if seed is None else f'seed {seed}'}"
+                    partial = self.partial_evals(cells.get(key))
+                    if partial:  # report the tasks it has; list the others as missing
+                        record = {**cells[key], "row": spec, "eval": partial, "reused_from_results": True}
+                        record.pop("eval_keys", None)
+                        self.counts.cells_reused += 1
+                        runs.append(record)
+                        name += f" ({', '.join(t.name for t in self.tasks if t.name not in partial)})"
+                    missing.append(name)
                     continue
                 n_loads = len(self.loads)
                 sel = self.select_stage(spec, seed)
@@ -451,6 +461,15 @@ class Bench:
             return None
         return {t.name: cell["eval"][t.name] for t in self.tasks}
 
+    def partial_evals(self, cell: dict[str, Any] | None) -> dict[str, Any]:
+        """The evaluations of this run's tasks that the cell has under the same task key (rows,
+        scoring): what ``--cached-only`` reports for a cell evaluated on some tasks only."""
+        if not cell:
+            return {}
+        keys = cell.get("eval_keys") or {}
+        return {t.name: cell["eval"][t.name] for t in self.tasks
+                if t.name in cell.get("eval", {}) and keys.get(t.name) == self.eval_key(t)}
+
     @staticmethod
     def merge_cell(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
         """``new`` plus the evaluations of other tasks that ``old`` (the same cell) holds."""
@@ -461,7 +480,8 @@ class Bench:
         return {**new, "eval": evals, "eval_keys": keys}
 
     def known_cells(self) -> dict[str, dict[str, Any]]:
-        """Evaluated cells from ``out/results.json`` and the ``reuse`` files (later files win):
+        """Evaluated cells from ``out/results.json`` and the ``reuse`` files, merged per cell
+        (a task evaluated in any file counts; for a task in several, later files win):
         a cell found here is not selected, fine-tuned or evaluated again, even when the stage
         folders are gone (a committed results.json is enough to resume a table)."""
         cells: dict[str, dict[str, Any]] = {}
@@ -469,7 +489,9 @@ class Bench:
             path = Path(path)
             if path.is_file():
                 doc = json.loads(path.read_text())
-                cells.update({k: v for k, v in (doc.get("cells") or {}).items() if v.get("cells_version") == CELLS_VERSION})
+                for k, v in (doc.get("cells") or {}).items():  # merged: one file's tasks do not hide another's
+                    if v.get("cells_version") == CELLS_VERSION:
+                        cells[k] = self.merge_cell(cells.get(k), v)
         return cells
 
 
