@@ -40,7 +40,7 @@ def cluster_command(
     result = cluster_records(
         records, n_clusters=p["clusters"], embedder=p["embedder"], cache_dir=p["cache_dir"] or default_cache_dir(),
         seed=p["seed"], backend=p["cluster_backend"], device=p["device"], max_iter=p["kmeans_iters"],
-        batch_size=p["embed_batch_size"],
+        batch_size=p["embed_batch_size"], include_system=bool(p.get("embed_system") or False),
     )
     out = Path(p["out"])
     ids = [r.id for r in records]
