@@ -79,7 +79,30 @@ def overview(run, records, table, safe) -> tuple[str, str, str]:
         ("command", shlex.join(map(str, command)) if isinstance(command, list) else command),
     ]
     rows += _composition_facts(run, records)
+    rows += truncation_facts(_d(m, "method").get("truncation"))
     return "summary", "What you asked for and got", head + "\n" + facts_table(rows)
+
+
+def truncation_facts(truncation) -> list[tuple[str, str]]:
+    """One fact per stage that cut rows to ``max_length`` (the manifest's method.truncation:
+    {stage: {rows, truncated_rows, dropped_tokens, max_length}}); stages that cut nothing are
+    summed up in one line."""
+    if not isinstance(truncation, dict):
+        return []
+    facts, clean = [], []
+    for stage, t in truncation.items():
+        if not isinstance(t, dict) or "truncated_rows" not in t:
+            continue
+        name = str(stage).replace("_", " ")
+        if t["truncated_rows"]:
+            facts.append((f"truncated ({name})", f"{t['truncated_rows']} of {t.get('rows', '?')} rows longer than "
+                                                  f"max_length {t.get('max_length', '?')}: {t.get('dropped_tokens', '?')} "
+                                                  f"tokens cut (prompt first)"))
+        else:
+            clean.append(name)
+    if clean:
+        facts.append(("not truncated", ", ".join(clean) + ": every row fits max_length"))
+    return facts
 
 
 def facts_table(rows) -> str:
