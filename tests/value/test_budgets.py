@@ -89,6 +89,8 @@ def test_max_time_overruns_by_at_most_one_evaluation_per_worker(tmp_path):
     assert took < 0.3 + step + 0.25
     assert game.count() <= (0.3 + 0.25) / step + 1
     assert result.n_permutations == 0  # the cut permutation is not used (it would be biased)
+    # an empty result still answers its diagnostics (nan), as a run cut before its first sample does
+    assert np.isnan(result.rank_stability()) and np.isnan(result.stderr).all()
 
 
 def test_max_time_with_two_workers(tmp_path):

@@ -160,8 +160,10 @@ class ValuationResult:
         if self.is_plain:
             return np.zeros((0, len(self.players)))
         n_units = self.n_permutations // self.unit_size
+        if n_units == 0:  # e.g. a time limit hit before the first whole sample
+            return np.zeros((0, len(self.players)))
         rows = self.marginals[: n_units * self.unit_size]
-        return rows.reshape(n_units, self.unit_size, -1).mean(axis=1)
+        return rows.reshape(n_units, self.unit_size, len(self.players)).mean(axis=1)
 
     @property
     def values(self) -> np.ndarray:
