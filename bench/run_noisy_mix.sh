@@ -14,7 +14,9 @@
 #                  (default random,clean-random), seeds 0..N-1 (default 3)
 #   transfer R N   rows R with the full-fine-tuning recipe (transferability claim)
 #   collect        report every evaluated cell of the whole table (--cached-only: computes nothing,
-#                  lists the missing cells) and copy results.json/.md/*.png into bench/results/noisy-mix-v1/
+#                  lists the missing cells) and copy results.json/.md/*.png into bench/results/noisy-mix-v1/;
+#                  cells computed in another output folder (a second lane: OUT=... LOCK=...) join with
+#                  --reuse OTHER_OUT/results.json --reuse OTHER_OUT/cells.json
 #
 # Recipe (measured 2026-11-29 on an Intel Xeon with AMX, 2 cores shared by 7 sessions, load
 # average 5-7; bench/results/noisy-mix-v1/README.md has the figures): LoRA r=16, batch 8,
@@ -54,7 +56,10 @@ case $piece in
          bench --methods "$rows" --seeds "$n" --tasks "$t" "$@" ;;
   transfer) rows=${1:?rows}; n=${2:?seeds}; shift 2; bench --methods "$rows" --seeds "$n" --tasks alpaca --train-method full "$@" ;;
   collect)
-    "$SHEDKIT" bench --suite "$SUITE" --out "$OUT" "${RECIPE[@]}" "${REUSE[@]}" --cached-only --seeds 3 --tasks alpaca "$@"
+    # every evaluated cell, on every test target it has (a cell evaluated on some targets only is
+    # reported with those; the rest are listed as missing); extra --reuse files merge other lanes' cells
+    "$SHEDKIT" bench --suite "$SUITE" --out "$OUT" "${RECIPE[@]}" "${REUSE[@]}" --cached-only --seeds 3 \
+      --tasks alpaca,arc_easy,gsm8k "$@"
     mkdir -p "$RESULTS"
     for f in results.json results.md results.png compute_vs_quality.png; do cp "$OUT/$f" "$RESULTS/$f"; done
     echo "copied into $RESULTS" ;;
