@@ -541,9 +541,10 @@ def summarize(runs: list[dict], task_names: list[str], config: BenchConfig) -> d
         labels = sorted({k for r in mine for k in r["composition"].get("labels", {})})
         sources = sorted({k for r in mine for k in r["composition"].get("sources", {})})
         tasks = {}
-        for t in task_names:
-            metrics = [m for m in ("loss", "acc", "acc_norm") if m in mine[0]["eval"].get(t, {})]
-            tasks[t] = {m: _stat([r["eval"][t][m] for r in mine]) for m in metrics}
+        for t in task_names:  # over the runs evaluated on t (--cached-only may report some without it)
+            have = [r for r in mine if t in r["eval"]]
+            metrics = [m for m in ("loss", "acc", "acc_norm") if have and m in have[0]["eval"][t]]
+            tasks[t] = {m: _stat([r["eval"][t][m] for r in have]) for m in metrics}
         out[method] = {
             "runs": len(mine),
             "method": mine[0]["method"],
