@@ -195,7 +195,8 @@ def write_tradeoff_plot(doc: dict[str, Any], path) -> Any:
     ax.set_xscale("log")
     ax.set_xlabel("selection wall time (s, log)")
     ax.set_ylabel(f"{LOSS_TASK} loss (mean ± sd over seeds)")
-    ax.legend(fontsize=7, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
