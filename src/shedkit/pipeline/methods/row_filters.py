@@ -77,8 +77,7 @@ def run(ctx: MethodContext) -> MethodResult:
         t0 = time.perf_counter()
         alone, alone_info = response_alone_losses(ctx)
         timings["response_alone_losses"] = time.perf_counter() - t0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ifd = np.where(alone > 0, loss / alone, np.nan)
+        ifd = ifd_ratio(loss, alone)
         columns.update(loss_alone=alone.tolist(), ifd=ifd.tolist())
         scores = -ifd if order == "low" else ifd.copy()
         if bool(ctx.option("ifd_drop_ge1", False)):
@@ -112,8 +111,7 @@ def run_filtered_random(ctx: MethodContext) -> MethodResult:
     t0 = time.perf_counter()
     alone, alone_info = response_alone_losses(ctx)
     timings["response_alone_losses"] = time.perf_counter() - t0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ifd = np.where(alone > 0, loss / alone, np.nan)
+    ifd = ifd_ratio(loss, alone)
     score = loss_ifd_score(loss, ifd)
     scored = np.flatnonzero(np.isfinite(score))
     n_pass = int(np.ceil(keep * len(scored) - 1e-9))
@@ -130,6 +128,12 @@ def run_filtered_random(ctx: MethodContext) -> MethodResult:
     info = {"model": str(ctx.option("model", DEFAULT_MODEL)), "base_losses": loss_info, "response_alone": alone_info,
             "filter_keep": keep, "passed": n_pass, "scored": int(len(scored))}
     return MethodResult(selected=np.sort(selected), columns=columns, info=info, timings=timings)
+
+
+def ifd_ratio(loss, alone) -> np.ndarray:
+    """IFD = loss(response | instruction) / loss(response alone); NaN where the latter is not > 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(alone > 0, loss / alone, np.nan)
 
 
 def encode_response_plain(tokenizer, record, max_length: int, template: str = "auto"):

@@ -169,11 +169,10 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
     if row_score == "loss":
         return -loss
     if row_score in ("ifd", "loss-ifd"):
-        from shedkit.pipeline.methods.row_filters import response_alone_losses
+        from shedkit.pipeline.methods.row_filters import ifd_ratio, response_alone_losses
 
         alone, alone_info = response_alone_losses(ctx)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ifd = np.where(alone > 0, loss / alone, np.nan)
+        ifd = ifd_ratio(loss, alone)
         columns["ifd"] = ifd.tolist()
         info["response_alone"] = alone_info
         if row_score == "ifd":
