@@ -56,7 +56,9 @@ from shedkit.value import (
 T_FIXED = 10  # SHED's fixed number of permutations (shedkit's default T)
 
 
-def estimators(paper_k: int) -> dict:
+def estimators(paper_k: int, surrogate: dict | None = None) -> dict:
+    extra = {} if surrogate is None else {
+        "cv (first-order surrogate)": lambda **kw: ControlVariateShapley(surrogate=surrogate, **kw)}
     return {
         "shed k=1": lambda **kw: ShedRemoval(removal_k=1, **kw),
         f"shed k={paper_k}": lambda **kw: ShedRemoval(removal_k=paper_k, **kw),
@@ -68,6 +70,7 @@ def estimators(paper_k: int) -> dict:
         "stratified": lambda **kw: StratifiedShapley(**kw),
         "cv (linear surrogate)": lambda **kw: ControlVariateShapley(**kw),
         "regression (KernelSHAP, paired)": lambda **kw: RegressionShapley(**kw),
+        **extra,
     }
 
 
@@ -120,22 +123,27 @@ def fixed_loop(utility, players, reference, k: int, seeds) -> tuple[float, list[
     return float(np.median(evals)), rhos
 
 
-def run_table(utility, players, reference, args, label: str) -> dict:
+def run_table(utility, players, reference, args, label: str, surrogate: dict | None = None) -> dict:
     K = len(players)
-    budget = args.budget_per_player * K
+    budget = int(round(args.budget_per_player * K))
     fixed = {k: T_FIXED * int(np.ceil(K / k)) for k in (1, args.paper_k)}
-    loops = {k: fixed_loop(utility, players, reference, k, range(args.seeds)) for k in fixed}
+    loop_seeds = range(args.seeds if args.fixed_loop_seeds is None else args.fixed_loop_seeds)
+    loops = {k: fixed_loop(utility, players, reference, k, loop_seeds) for k in fixed} if len(loop_seeds) else {}
     print(f"\n### {label}\n")
-    print(f"SHED's fixed loop (T={T_FIXED}): " + "; ".join(
-        f"k={k}: T×K/k = {fixed[k]} fine-tunes ({loops[k][0]:.0f} distinct), Spearman "
-        f"{np.median(loops[k][1]):.3f} [{min(loops[k][1]):.3f}–{max(loops[k][1]):.3f}]" for k in fixed))
+    if loops:
+        print(f"SHED's fixed loop (T={T_FIXED}, {len(loop_seeds)} seed(s)): " + "; ".join(
+            f"k={k}: T×K/k = {fixed[k]} fine-tunes ({loops[k][0]:.0f} distinct), Spearman "
+            f"{np.median(loops[k][1]):.3f} [{min(loops[k][1]):.3f}–{max(loops[k][1]):.3f}]" for k in fixed))
+    if surrogate is not None:
+        alone = spearman(np.array([surrogate[p] for p in players]), reference)
+        print(f"First-order values alone (no fine-tune, the surrogate's ranking): Spearman {alone:.3f}")
     print()
     print(f"| estimator | fine-tunes to first reach Spearman ≥ {args.target} (median [min–max], "
           f"{args.seeds} seeds) | ÷ T·K/1 = {fixed[1]} | ÷ T·K/{args.paper_k} = {fixed[args.paper_k]} "
           f"| fine-tunes from which it stays ≥ {args.target} | Spearman at budget {budget} |")
     print("|---|---|---|---|---|---|")
     figures = {}
-    for name, make in estimators(args.paper_k).items():
+    for name, make in estimators(args.paper_k, surrogate).items():
         if args.only and not any(o in name for o in args.only):
             continue
         reach, stay, final = [], [], []
@@ -151,9 +159,12 @@ def run_table(utility, players, reference, args, label: str) -> dict:
         rk = f"{med / fixed[args.paper_k]:.3f}" if np.isfinite(med) else "—"
         print(f"| {name} | {_span(reach)} | {r1} | {rk} | {_span(stay)} | {np.nanmedian(final):.3f} |")
         figures[name] = {"evals_to_reach": reach, "evals_to_stay": stay, "rho_at_budget": final}
-    return {"label": label, "players": K, "budget": budget, "fixed_loop": {
-        str(k): {"fine_tunes": fixed[k], "distinct": loops[k][0], "spearman": loops[k][1]} for k in fixed},
+    out = {"label": label, "players": K, "budget": budget, "fixed_loop": {
+        str(k): {"fine_tunes": fixed[k], "distinct": loops[k][0], "spearman": loops[k][1]} for k in loops},
         "figures": figures}
+    if surrogate is not None:
+        out["first_order_alone_spearman"] = alone
+    return out
 
 
 # -- synthetic --------------------------------------------------------------------------------
@@ -207,7 +218,23 @@ def real_utility(players: int, args):
     info = {"proxy_lines": chosen, "proxy_labels": [labels[i] for i in chosen], "dev_rows": args.dev_rows,
             "max_length": args.max_length, "precision": args.precision, "lr": train.lr,
             "settings_hash": settings_hash}
+    utility.bench_inputs = {"proxies": proxies, "dev": dev, "train": train}  # for the first-order surrogate
     return utility, info
+
+
+def first_order_surrogate(utility, args) -> tuple[dict, dict]:
+    """Per-proxy first-order values (TracIn over a warm-up LoRA fine-tune on all K proxies,
+    the same dev rows and recipe): the control variate's given surrogate, computed with no
+    subset fine-tune. Cached under --cache-dir like everything else."""
+    from shedkit.value.first_order import FirstOrderValuation
+
+    inputs = utility.bench_inputs
+    fo = FirstOrderValuation("smollm2-135m", inputs["train"], warmup_rows=len(inputs["proxies"]),
+                             checkpoints=2, cache_dir=args.cache_dir, seed=0, progress=False)
+    fo.fit(inputs["proxies"], inputs["dev"])
+    values = {r.id: float(v) for r, v in zip(inputs["proxies"], fo.raw_)}
+    return values, {"seconds": fo.stats_["seconds"], "gradients_computed": fo.stats_["row_gradients_computed"],
+                    "warmup": fo.stats_["warmup"], "values": values}
 
 
 def real_reference(utility, args, info: dict) -> tuple[np.ndarray, float, int]:
@@ -254,6 +281,8 @@ def bench_real(players: int, args) -> dict:
         reference = np.array([exact_shapley(utility, ids)[p] for p in ids])
         ref_text = "exact Shapley (all 2^K subsets)"
         split_half = 1.0
+    elif args.fill_cache:  # fill the cache with the table's fine-tunes; the reference comes later
+        reference, split_half, ref_text = np.zeros(players), float("nan"), "none (--fill-cache: Spearman meaningless)"
     else:
         reference, split_half, done = real_reference(utility, args, info)
         ref_text = f"antithetic, {done} permutations"
@@ -268,7 +297,10 @@ def bench_real(players: int, args) -> dict:
              f"{args.dev_rows} Alpaca dev rows, max_length {args.max_length}, 1 LoRA epoch: "
              f"reference = {ref_text}, split-half Spearman {split_half:.4f}; "
              f"{utility.computed} fine-tunes computed in {seconds:.0f}s")
-    table = run_table(utility, ids, reference, args, label)
+    surrogate = None
+    if args.first_order:
+        surrogate, info["first_order"] = first_order_surrogate(utility, args)
+    table = run_table(utility, ids, reference, args, label, surrogate)
     table.update(reference_split_half=split_half, reference=reference.tolist(), real=info)
     return table
 
@@ -288,7 +320,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="estimator seeds per configuration")
     parser.add_argument("--target", type=float, default=0.9, help="Spearman to reach")
     parser.add_argument("--paper-k", type=int, default=3, help="SHED's k for the paper-like setting")
-    parser.add_argument("--budget-per-player", type=int, default=40,
+    parser.add_argument("--budget-per-player", type=float, default=40,
                         help="evaluation budget per run, as a multiple of K")
     parser.add_argument("--reference-permutations", type=int, default=4000)
     parser.add_argument("--max-permutations", type=int, default=400,
@@ -308,6 +340,13 @@ def main(argv=None):
                         help="real: stop the reference after this long (it resumes from the cache next time)")
     parser.add_argument("--reference-only", action="store_true",
                         help="real: build (or extend) the reference only, no estimator table")
+    parser.add_argument("--fill-cache", action="store_true",
+                        help="real: run the table's estimators against no reference, only to cache their fine-tunes "
+                             "(a later run with the reference then recomputes the table from the cache)")
+    parser.add_argument("--first-order", action="store_true",
+                        help="real: add the control variate with first-order proxy values as its surrogate")
+    parser.add_argument("--fixed-loop-seeds", type=int, default=None,
+                        help="seeds for SHED's fixed T=10 loop (default --seeds; 0 skips it)")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/shedkit/bench-estimators")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-estimators"))
     args = parser.parse_args(argv)
@@ -317,7 +356,7 @@ def main(argv=None):
     results = [(bench_real if args.real else bench_game)(k, args) for k in args.players]
     env["load_after"] = machine()["load_average"]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("figures-real" if args.real else "figures-game")
+    path = args.out / ("figures-real" + ("-fill" if args.fill_cache else "") if args.real else "figures-game")
     path = path.with_name(path.name + ("-only-" + "-".join(args.only) if args.only else "") + ".json")
     path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": env,
                                 "results": results, "seconds": time.monotonic() - start}, default=float))
