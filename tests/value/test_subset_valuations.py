@@ -101,6 +101,19 @@ def test_control_variate_with_a_given_surrogate():
         ControlVariateShapley(surrogate={"x00": 1.0}).fit(game)
 
 
+def test_a_given_surrogate_is_used_from_the_first_sample():
+    # the given surrogate is scaled on v(∅) and v(full) before any sample: on an additive game
+    # a surrogate proportional to the weights makes the estimate exact after one fine-tune past
+    # those two, where the fitted (linear) surrogate needs the 2n border evaluations first
+    game = GAMES["additive"]
+    surrogate = {p: 3.0 * w for p, w in zip(game.players, game.weights)}
+    given = ControlVariateShapley(surrogate=surrogate, stop=MaxEvaluations(3), seed=0).fit(game).result_
+    assert given.n_evaluations == 3
+    assert np.allclose(given.values, game.weights, atol=1e-9)
+    fitted = ControlVariateShapley(stop=MaxEvaluations(3), seed=0).fit(game).result_
+    assert not np.allclose(fitted.values, game.weights, atol=1e-2)
+
+
 def test_regression_is_exact_on_additive_games_and_always_efficient():
     game = GAMES["additive"]
     result = RegressionShapley(stop=MaxPermutations(3), seed=0).fit(game).result_

@@ -317,6 +317,11 @@ class ControlVariateShapley(StratifiedShapley):
         state = super()._running_state(n, ctx)
         self._masks, self._values = [], []
         self._next_fit = 0
+        if self.surrogate is not None:
+            # A given surrogate is usable from the start, scaled to v(full) − v(∅) (the only
+            # evaluations so far): before any sample the values are the surrogate's own, and a
+            # cheap surrogate (first-order values) ranks the players with no fine-tune at all.
+            self._refit(state)
         return state
 
     def _after_fold(self, state, subset, value):
