@@ -292,6 +292,22 @@ def test_variant_options_win_over_the_plain_methods(tmp_path, suite):
     assert variant["row_keep"] == 0.5
 
 
+def test_a_method_version_rekeys_its_selections_only(tmp_path, suite, monkeypatch):
+    """A method module's VERSION enters its selection key (a changed method recomputes its cells);
+    methods that declare none key as before, so existing cells stay valid."""
+    from shedkit.evaluate.bench import Bench
+    from shedkit.pipeline.methods import method_module
+
+    bench = Bench(suite, tmp_path / "b", BenchConfig(methods=("random", "dq")))
+    bench._load()
+    before = {m: bench.selection_key(m, 0) for m in ("random", "dq")}
+    monkeypatch.setattr(method_module("dq"), "VERSION", "2", raising=False)
+    v2 = bench.selection_key("dq", 0)
+    assert v2 != before["dq"] and bench.selection_key("random", 0) == before["random"]
+    monkeypatch.setattr(method_module("dq"), "VERSION", "3", raising=False)
+    assert bench.selection_key("dq", 0) not in (before["dq"], v2)
+
+
 def test_claims_answer_the_benchmark_questions():
     """The claims table opens with the issue's questions: shedkit's best selection against random
     and against the best plain filter (each the best row present, said to be picked on the test)."""

@@ -234,13 +234,20 @@ class Bench:
         return self._base
 
     def selection_key(self, spec: str, seed: int | None) -> str:
-        """The select stage's key: method, seed, budget, options (files by content), pool records.
+        """The select stage's key: method, seed, budget, options (files by content), pool records,
+        the method's ``VERSION`` where it declares one (a changed method recomputes its cells).
         A plain row (spec == method, the bench's budget) keys exactly as before row specs existed."""
+        from shedkit.pipeline.methods import method_version
+
         row = self.rows.get(spec) or parse_row(spec)
         opts = self.method_options(spec)
         budget = self.config.budget if row.budget is None else row.budget
-        return stable_hash({"method": row.method, "seed": seed, "budget": str(budget), "pool": self.pool_key,
-                            "options": content_keyed({k: v for k, v in opts.items() if k != "progress"}), "v": BENCH_VERSION}, 12)
+        key = {"method": row.method, "seed": seed, "budget": str(budget), "pool": self.pool_key,
+               "options": content_keyed({k: v for k, v in opts.items() if k != "progress"}), "v": BENCH_VERSION}
+        version = None if row.reference else method_version(row.method)
+        if version is not None:  # only then: cells of methods that never declared one keep their keys
+            key["method_version"] = version
+        return stable_hash(key, 12)
 
     def select_stage(self, spec: str, seed: int | None) -> dict[str, Any]:
         row = self.rows.get(spec) or parse_row(spec)

@@ -1,8 +1,10 @@
 """Selection methods, one module each, imported only when chosen (lm-eval-style registry).
 
 A method module defines ``run(ctx) -> MethodResult`` and ``Options``, the dataclass of the
-options it reads (see ``shedkit.pipeline.options``). Add a method: copy ``dq.py``, add a line
-to ``METHODS``.
+options it reads (see ``shedkit.pipeline.options``), and may define ``VERSION``, a string to
+bump whenever a change alters which rows the method selects: caches of selections (the
+benchmark's cells) key on it, so they recompute rather than reuse a stale subset. Add a
+method: copy ``dq.py``, add a line to ``METHODS``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def method_module(name: str) -> ModuleType:
 def get_method(name: str):
     """The ``run`` function of method ``name`` ("did you mean" on a typo)."""
     return method_module(name).run
+
+
+def method_version(name: str) -> str | None:
+    """Method ``name``'s ``VERSION`` (None where its module declares none: the first version)."""
+    version = getattr(method_module(name), "VERSION", None)
+    return None if version is None else str(version)
 
 
 def options_class(name: str) -> type | None:
