@@ -17,6 +17,7 @@
 #                  lists the missing cells) and copy results.json/.md/*.png into bench/results/noisy-mix-v1/;
 #                  cells computed in another output folder (a second lane: OUT=... LOCK=...) join with
 #                  --reuse OTHER_OUT/results.json --reuse OTHER_OUT/cells.json
+#   (any piece takes --first-seed K: seeds K..N-1 only, so two lanes split one row's seeds)
 #
 # Recipe (measured 2026-11-29 on an Intel Xeon with AMX, 2 cores shared by 7 sessions, load
 # average 5-7; bench/results/noisy-mix-v1/README.md has the figures): LoRA r=16, batch 8,
@@ -37,7 +38,7 @@ LOCK=${LOCK:-/tmp/shedkit-heavy.lock}
 export OMP_NUM_THREADS=1
 RECIPE=(--budget 0.1 --epochs 1 --max-length 256 --lr 1e-3 --threads 1 --no-progress
         --shed-clusters 10 --shed-permutations 2 --shed-removal-k 2 --shed-dev-limit 50 --shed-epochs 0.5
-        --lobass-ref-epochs 0.25 --full-epochs 0.5)
+        --lobass-ref-epochs 1 --full-epochs 0.5)
 REUSE=()
 [[ -f $RESULTS/results.json ]] && REUSE=(--reuse "$RESULTS/results.json")
 

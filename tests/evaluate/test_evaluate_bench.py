@@ -113,6 +113,27 @@ def test_deterministic_methods_run_once():
     assert BenchConfig(method_options={"dsir": {"top_k": True}}).deterministic("dsir")
     per = BenchConfig(seeds=1, method_seeds={"random": 3})
     assert per.seeds_for("random") == [0, 1, 2] and per.seeds_for("dq") == [0] and per.seeds_for("full") == [None]
+    lane = BenchConfig(seeds=3, first_seed=2, method_seeds={"random": 5})
+    assert lane.seeds_for("dq") == [2] and lane.seeds_for("random") == [2, 3, 4] and lane.seeds_for("full") == [None]
+
+
+def test_two_lanes_split_the_seeds_and_join(tmp_path, suite):
+    """--first-seed: a second lane (own output folder) runs seed 1 only; the first lane runs
+    seed 0 and reuses the second's cell instead of recomputing it."""
+    def bench(out, *extra):
+        return main(["bench", "--suite", str(suite), "--out", str(out), "--methods", "random", "--seeds", "2",
+                     "--quick", "--model", "tiny-random", "--pool-limit", "40", "--limit-test", "5", "--tasks", "alpaca",
+                     "--no-progress", *extra])
+
+    assert bench(tmp_path / "b", "--first-seed", "1") == 0
+    lane_b = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [r["seed"] for r in lane_b["runs"]] == [1] and lane_b["stages"]["computed"]["select"] == 1
+    assert bench(tmp_path / "a", "--reuse", str(tmp_path / "b" / "results.json")) == 0
+    lane_a = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert [r["seed"] for r in lane_a["runs"]] == [0, 1] and lane_a["stages"]["computed"]["select"] == 1
+    assert lane_a["runs"][1]["eval"] == lane_b["runs"][0]["eval"] and lane_a["stages"]["cells_reused"] >= 1
+    assert bench(tmp_path / "c", "--first-seed", "2") == 2  # past the last seed: a clear error
+    assert not (tmp_path / "c" / "results.json").exists()
 
 
 def test_selection_keys_follow_file_content_not_paths(tmp_path):

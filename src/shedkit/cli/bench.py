@@ -85,6 +85,7 @@ def bench_command(
     budget: str = typer.Option("0.1", "--budget", "-b", help="Fraction of the pool in (0,1) or a row count."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per method (deterministic methods run once)."),
     method_seeds: Optional[List[str]] = typer.Option(None, "--method-seeds", help="Seed count for one method, METHOD=N (repeatable), e.g. random=5."),
+    first_seed: int = typer.Option(0, "--first-seed", help="Run seeds from this one on (e.g. --seeds 3 --first-seed 2: seed 2 only), so lanes or machines split the seeds; the cells join with --reuse."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model fine-tuned on every subset (and SHED's/LoBaSS's model)."),
     quick: bool = typer.Option(False, "--quick", help="Cheaper settings (1 epoch, max_length 256, 100 test rows, full pool 0.25 epoch, SHED 8 clusters x 2 permutations, k=2, 50 dev rows; LoBaSS reference 0.25 epoch); listed in results.md."),
     limit_test: Optional[int] = typer.Option(None, "--limit-test", help="Evaluate on the first N rows of each test target."),
@@ -123,7 +124,7 @@ def bench_command(
     settings = dict(
         methods=tuple(m.strip() for m in str(p["methods"]).split(",") if m.strip()) if p["methods"] else default_rows(),
         budget=budget, reuse=tuple(str(x) for x in p["reuse"] or ()), cached_only=p["cached_only"],
-        seeds=int(p["seeds"]), model=p["model"], recipe=recipe, limit_test=p["limit_test"],
+        seeds=int(p["seeds"]), first_seed=int(p["first_seed"]), model=p["model"], recipe=recipe, limit_test=p["limit_test"],
         tasks=tuple(t.strip() for t in str(p["tasks"]).split(",") if t.strip()) if p["tasks"] else None,
         pool_limit=p["pool_limit"], full_epochs=p["full_epochs"], shed_target=p["shed_target"],
         shed_clusters=p["shed_clusters"], shed_permutations=p["shed_permutations"],

@@ -95,6 +95,7 @@ class BenchConfig:
     dsir_top_k: bool = False  # True: deterministic top-k (runs once)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
     method_seeds: dict[str, int] = field(default_factory=dict)  # per-method seed counts (default: seeds)
+    first_seed: int = 0  # run seeds first_seed..N-1 only: lanes or machines split a table's seeds
     quick: bool = False
     reuse: tuple[str, ...] = ()  # results.json files whose evaluated cells are reused (see Bench.known_cells)
     cached_only: bool = False  # report the known cells only: compute nothing, list the missing ones
@@ -114,7 +115,9 @@ class BenchConfig:
         return row.method == "full" or (row.method == "dsir" and bool(opts.get("top_k", self.dsir_top_k)))
 
     def seeds_for(self, method: str) -> list[int | None]:
-        return [None] if self.deterministic(method) else list(range(int(self.method_seeds.get(method, self.seeds))))
+        if self.deterministic(method):
+            return [None]
+        return list(range(int(self.first_seed), int(self.method_seeds.get(method, self.seeds))))
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -149,6 +152,9 @@ class Bench:
         self.counts = StageCounts()
         self._base = None
         self.rows = {spec: parse_row(spec) for spec in self.config.methods}  # raises on an unknown method
+        if not 0 <= self.config.first_seed < self.config.seeds:
+            raise ShedkitError(f"--first-seed {self.config.first_seed}: must be in 0..{self.config.seeds - 1} "
+                               f"(--seeds {self.config.seeds} runs seeds 0..{self.config.seeds - 1})")
         self.loads: list[dict[str, Any]] = []  # load average at each computed stage
         if self.config.shed_target not in self.suite.dev and any(r.method in SHED_METHODS for r in self.rows.values()):
             raise ShedkitError(f"SHED's dev target 'target_{self.config.shed_target}_dev' is not in {self.suite.root}")
