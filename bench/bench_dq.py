@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from shedkit.util.memory import peak_rss_mb
+
 POOL = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "noisy-mix-v1" / "pool.jsonl"
 
 
@@ -44,20 +46,6 @@ def make_embeddings(kind: str, n: int, seed: int):
         return base
     picks = rng.integers(len(base), size=n)
     return base[picks] + rng.normal(scale=0.01, size=(n, 384)).astype(np.float32)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB: VmHWM where Linux has it, since ru_maxrss
-    carries the parent's peak across fork + exec; getrusage ru_maxrss elsewhere."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(kind: str, n: int, mode: str, seed: int) -> dict:

@@ -24,26 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from shedkit.util.memory import peak_rss_mb
+
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "noisy-mix-v1"
 IMPLS = ("shedkit", "shedkit-murmur3", "reference")
 
 
 def row_text(row: dict) -> str:
     return "\n".join(str(v) for v in row.values() if v != "")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB: VmHWM where Linux has it, since ru_maxrss
-    carries the parent's peak across fork + exec; getrusage ru_maxrss elsewhere."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(impl: str, pool: str, target: str, budget: int, seed: int, ref_procs: int) -> dict:

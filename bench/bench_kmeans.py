@@ -20,25 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from shedkit.util.memory import peak_rss_mb
+
 POOL = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "noisy-mix-v1" / "pool.jsonl"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB: VmHWM on Linux (reset by exec), else ru_maxrss.
-
-    ru_maxrss survives fork+exec on Linux, so a child would report its parent's peak (here, the
-    parent that loaded the embedding model); VmHWM belongs to the child's own address space.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def child(data: str, backend: str, k: int, max_iter: int, seed: int) -> dict:

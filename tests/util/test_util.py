@@ -83,3 +83,18 @@ def test_lazy_attributes_import_on_first_use():
     assert sys.modules["shedkit.util"].__dict__["stable_hash"] is stable_hash  # cached on the package
     with pytest.raises(AttributeError):
         getter("nope")
+
+
+def test_peak_rss_grows_with_a_large_allocation():
+    """In a fresh process: the high-water mark of this one may already sit above any new block."""
+    import subprocess
+    import sys
+
+    code = ("from shedkit.util.memory import peak_rss_mb\n"
+            "before = peak_rss_mb()\n"
+            "block = bytearray(64 * 2**20)\n"
+            "block[::4096] = b'x' * len(block[::4096])  # touch every page so it is resident\n"
+            "print(before, peak_rss_mb())\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    before, after = map(float, out)
+    assert before > 0 and after >= before + 60
