@@ -6,7 +6,8 @@ fine-tunes, the base model's losses, the responses-alone losses of IFD). This sc
 selection manifests of the given bench output folders, takes each stage's cost from the
 selection that computed it (the largest time recorded for it), and adds the stages each row
 needs to the row's own residual time (its `select s` less the shared stages it computed
-itself; the smallest over its selections):
+itself; the largest over its selections in results.json's table: a selection resumed from a
+cut run records only its resumed part, and a stale selection of an earlier setting does not count):
 
     row                   stages
     dq                    embed
@@ -15,7 +16,8 @@ itself; the smallest over its selections):
     shed-qocs, shed-qwcs  embed + SHED proxy fine-tunes
     shed-hybrid (loss)    embed + proxies + base losses
     shed-hybrid-filter    embed + proxies + base losses + responses alone
-    lobass(@0.06)         base losses (reference fine-tune and its losses are in its own time)
+    lobass(@0.06)         base losses + the reference (its fine-tune and its losses over the pool,
+                          taken from the table's own selections: its epochs are a bench setting)
 
 It writes cold_costs.json and compute_vs_quality_cold.png (cold selection seconds, log, against
 the Alpaca test loss, mean ± sd over seeds; the full pool's fine-tune time as a line) next to
@@ -42,8 +44,8 @@ NEEDS = {
     "shed-qwcs": ["embed", "shed_proxies"],
     "shed-hybrid": ["embed", "shed_proxies", "base_losses"],
     "shed-hybrid-filter": ["embed", "shed_proxies", "base_losses", "response_alone"],
-    "lobass": ["base_losses"],
-    "lobass@0.06": ["base_losses"],
+    "lobass": ["base_losses", "lobass_reference"],
+    "lobass@0.06": ["base_losses", "lobass_reference"],
 }
 
 
@@ -60,10 +62,14 @@ def stage_costs(manifest: dict) -> dict[str, float]:
     if "row_scores" in t and (m.get("base_losses") or {}).get("computed"):
         alone = (m.get("response_alone") or {}).get("computed")
         out["base_losses" if not alone else "base_plus_alone"] = float(t["row_scores"])
+    if "reference" in t:  # LoBaSS: 0 s and no losses where the reference was cached
+        out["lobass_reference"] = float(t["reference"]) + float(t.get("ref_losses", 0.0) or 0.0)
     return out
 
 
 def main(outs: list[str]) -> None:
+    results = json.loads((HERE / "results.json").read_text())
+    in_table = {Path(str(run.get("selection") or "")).name for run in results["runs"]}
     costs: dict[str, float] = {}
     own: dict[str, float] = {}
     for out in outs:
@@ -71,14 +77,17 @@ def main(outs: list[str]) -> None:
             doc = json.loads(man.read_text())
             marker = json.loads((man.parent / "bench_selection.json").read_text())
             stages = stage_costs(doc)
+            current = man.parent.name in in_table
             for stage, sec in stages.items():
-                costs[stage] = max(costs.get(stage, 0.0), sec)
+                if stage != "lobass_reference" or current:  # the others do not depend on a bench setting
+                    costs[stage] = max(costs.get(stage, 0.0), sec)
+            if not current:
+                continue
             row = marker.get("row") or man.parent.name.rsplit("-s", 1)[0]
             residual = max(0.0, float(doc["timings"]["select"]) - sum(stages.values()))
-            own[row] = min(own.get(row, residual), residual)
+            own[row] = max(own.get(row, residual), residual)
     if "response_alone" not in costs and "base_plus_alone" in costs:
         costs["response_alone"] = costs["base_plus_alone"] - costs.get("base_losses", 0.0)
-    results = json.loads((HERE / "results.json").read_text())
     summary = results["summary"]
     rows = {}
     for row, s in summary.items():
