@@ -134,6 +134,9 @@ def test_two_lanes_split_the_seeds_and_join(tmp_path, suite):
     assert lane_a["runs"][1]["eval"] == lane_b["runs"][0]["eval"] and lane_a["stages"]["cells_reused"] >= 1
     assert bench(tmp_path / "c", "--first-seed", "2") == 2  # past the last seed: a clear error
     assert not (tmp_path / "c" / "results.json").exists()
+    # a row given more seeds by --method-seeds may start past --seeds
+    assert bench(tmp_path / "d", "--first-seed", "2", "--method-seeds", "random=3") == 0
+    assert [r["seed"] for r in json.loads((tmp_path / "d" / "results.json").read_text())["runs"]] == [2]
 
 
 def test_selection_keys_follow_file_content_not_paths(tmp_path):

@@ -152,9 +152,10 @@ class Bench:
         self.counts = StageCounts()
         self._base = None
         self.rows = {spec: parse_row(spec) for spec in self.config.methods}  # raises on an unknown method
-        if not 0 <= self.config.first_seed < self.config.seeds:
-            raise ShedkitError(f"--first-seed {self.config.first_seed}: must be in 0..{self.config.seeds - 1} "
-                               f"(--seeds {self.config.seeds} runs seeds 0..{self.config.seeds - 1})")
+        most = max([self.config.seeds, *self.config.method_seeds.values()])  # --method-seeds may run more
+        if not 0 <= self.config.first_seed < most:
+            raise ShedkitError(f"--first-seed {self.config.first_seed}: must be in 0..{most - 1} "
+                               f"(--seeds/--method-seeds run seeds 0..{most - 1} at most)")
         self.loads: list[dict[str, Any]] = []  # load average at each computed stage
         if self.config.shed_target not in self.suite.dev and any(r.method in SHED_METHODS for r in self.rows.values()):
             raise ShedkitError(f"SHED's dev target 'target_{self.config.shed_target}_dev' is not in {self.suite.root}")
