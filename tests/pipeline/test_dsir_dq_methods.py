@@ -93,6 +93,35 @@ def test_dsir_multiple_choice_target_uses_every_string_field(data, tmp_path):
     assert len(dsir_method.run(context(records, 10, tmp_path, target=mc)).selected) == 10
 
 
+def test_dsir_leaves_system_prompts_out_unless_asked(data, tmp_path):
+    # rows 2k and 2k+1 differ only by a long system prompt (shared by every even row, and by the
+    # target's rows): left out, each pair has one log weight; kept, the prompt moves every prompted row
+    system = "You are a meticulous assistant who always answers in formal English. " * 4
+    records = load_pool(data["pool"]).records[:40]
+    pool = tmp_path / "messages.jsonl"
+    with pool.open("w") as f:
+        for r in records:
+            turns = [{"role": t.role, "content": t.content} for t in r.turns if t.role != "system"]
+            f.write(json.dumps({"messages": [{"role": "system", "content": system}, *turns]}) + "\n")
+            f.write(json.dumps({"messages": turns}) + "\n")
+    target = tmp_path / "target.jsonl"
+    target.write_text("".join(json.dumps({"messages": [{"role": "system", "content": system},
+                                                       {"role": "user", "content": r.turns[0].content},
+                                                       {"role": "assistant", "content": "ok"}]}) + "\n"
+                              for r in load_pool(data["target_dev"]).records[:20]))
+    both = load_pool(pool).records
+    result = dsir_method.run(context(both, 10, tmp_path, target=target))
+    logw = np.array(result.columns["dsir_logw"])
+    np.testing.assert_allclose(logw[0::2], logw[1::2])
+    assert result.info["system_prompts"] is False
+    kept = dsir_method.run(context(both, 10, tmp_path, target=target, dsir_system=True))
+    logw = np.array(kept.columns["dsir_logw"])
+    shift = logw[0::2] - logw[1::2]  # the prompt's n-grams: about one shift for every prompted row
+    assert np.abs(shift).min() > 1.0 and np.ptp(shift) < 0.1 * np.abs(shift).mean()
+    assert kept.info["system_prompts"] is True
+    assert dsir_method.VERSION == "2"  # a changed method: the bench recomputes its cells
+
+
 def test_dsir_needs_a_target(data, tmp_path):
     records = load_pool(data["pool"]).records
     with pytest.raises(ShedkitError, match="--target"):
@@ -104,10 +133,12 @@ def test_dsir_needs_a_target(data, tmp_path):
 def test_dsir_cli(data, tmp_path):
     out = tmp_path / "cli"
     argv = ["select", str(data["pool"]), "--method", "dsir", "--target", str(data["target_dev"]),
-            "--budget", "0.1", "--out", str(out), "--top-k", "--dsir-normalize", "--dsir-buckets", "2048"]
+            "--budget", "0.1", "--out", str(out), "--top-k", "--dsir-normalize", "--dsir-buckets", "2048",
+            "--dsir-system"]
     assert main(argv) == 0
     info = json.loads((out / "manifest.json").read_text())["method"]
     assert info["sampling"] == "top-k" and info["normalize"] is True and info["num_buckets"] == 2048
+    assert info["system_prompts"] is True
 
 
 # ------------------------------------------------------------------------------------------ DQ

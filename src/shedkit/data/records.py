@@ -51,13 +51,14 @@ class Record:
 
     @property
     def text(self) -> str:
-        """All turns' text joined: what embedders and n-gram features see."""
+        """All turns' text joined, system prompts included (embedders and DSIR's n-grams read
+        :meth:`embedding_text`, which leaves them out unless asked)."""
         return "\n".join(t.content for t in self.turns)
 
     def embedding_text(self, include_system: bool = False) -> str:
-        """What an embedder sees: the turns' text without system prompts unless asked. A
-        system prompt shared by many rows would otherwise dominate their embeddings, and so
-        the clustering."""
+        """What an embedder (and DSIR's n-gram counts) sees: the turns' text without system
+        prompts unless asked. A system prompt shared by many rows would otherwise dominate
+        their embeddings, and so the clustering."""
         return "\n".join(t.content for t in self.turns if include_system or t.role != "system")
 
     def embedding_key(self, include_system: bool = False) -> str:

@@ -6,7 +6,9 @@ Options read from ``ctx.options`` (None means the default):
 ``dsir_normalize`` (False: the faithful sum over n-grams; True: per-token mean, best with top-k),
 ``dsir_smoothing`` (1.0, Laplace pseudo-count; "reference" for data-selection's +1e-8),
 ``dsir_hashing`` ("sha256", the reference's buckets; "murmur3" is faster),
-``dsir_min_tokens`` (0: keep short rows), ``progress`` (True).
+``dsir_min_tokens`` (0: keep short rows), ``dsir_system`` (False: system prompts are left out of
+the pool's and the targets' n-grams, so a prompt many rows share does not decide their weights),
+``progress`` (True).
 
 scores.csv: ``dsir_logw`` (the log weight a row is ranked by; per token with normalisation);
 with several targets also ``dsir_logw_t<i>`` per target and ``dsir_target`` (whose quota
@@ -27,6 +29,9 @@ from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.options import CommonOptions, TargetOptions, opt
 from shedkit.selectors.dsir import dsir_select
 
+# "2": the n-gram text leaves system prompts out unless dsir_system (version 1 read them)
+VERSION = "2"
+
 
 @dataclass
 class Options(CommonOptions, TargetOptions):
@@ -37,21 +42,25 @@ class Options(CommonOptions, TargetOptions):
     dsir_smoothing: Optional[str] = opt("DSIR: Laplace pseudo-count (default 1.0) or 'reference' (data-selection's +1e-8).")
     dsir_hashing: Optional[str] = opt("DSIR: sha256 (data-selection's buckets; default) or murmur3 (faster).")
     dsir_min_tokens: Optional[int] = opt("DSIR: drop rows shorter than this (default 0; the paper used 100 for pre-training text).")
+    dsir_system: Optional[bool] = opt("DSIR: keep system prompts in the n-gram text (default: left out, so a prompt many "
+                                      "rows share does not decide their weights).", flags=("--dsir-system/--no-dsir-system",))
 
 
 class RecordTexts(Sequence):
-    """The pool's texts, read from the records on demand (no second copy of the pool's text)."""
+    """The pool's texts, read from the records on demand (no second copy of the pool's text);
+    system prompts left out unless ``include_system``."""
 
-    def __init__(self, records: Sequence[Record]):
+    def __init__(self, records: Sequence[Record], include_system: bool = False):
         self.records = records
+        self.include_system = include_system
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [r.text for r in self.records[i]]
-        return self.records[i].text
+            return [r.embedding_text(self.include_system) for r in self.records[i]]
+        return self.records[i].embedding_text(self.include_system)
 
 
 def _string_leaves(value: Any) -> list[str]:
@@ -64,17 +73,17 @@ def _string_leaves(value: Any) -> list[str]:
     return []
 
 
-def load_target_texts(path: str | Path) -> list[str]:
-    """The texts of a target file: each record's text for a pool format (Alpaca, ShareGPT, ...);
-    otherwise (e.g. multiple-choice rows {query, choices, gold}) every string value of the row,
-    joined by newlines."""
+def load_target_texts(path: str | Path, include_system: bool = False) -> list[str]:
+    """The texts of a target file: each record's text for a pool format (Alpaca, ShareGPT, ...),
+    system prompts left out unless ``include_system``; otherwise (e.g. multiple-choice rows
+    {query, choices, gold}) every string value of the row, joined by newlines."""
     from shedkit.data import load_pool, read_table
 
     path = Path(path)
     if not path.exists():
         raise ShedkitError(f"DSIR target {path} does not exist")
     try:
-        return [r.text for r in load_pool(path).records]
+        return [r.embedding_text(include_system) for r in load_pool(path).records]
     except InputError as exc:
         if "unknown format" not in str(exc):
             raise
@@ -94,11 +103,12 @@ def _target_paths(value: Any) -> list[Path]:
 
 def run(ctx: MethodContext) -> MethodResult:
     paths = _target_paths(ctx.option("target"))
+    include_system = bool(ctx.option("dsir_system", False))
     clock = time.perf_counter()
-    targets = [load_target_texts(p) for p in paths]
+    targets = [load_target_texts(p, include_system) for p in paths]
     load_seconds = time.perf_counter() - clock
     res = dsir_select(
-        RecordTexts(ctx.records),
+        RecordTexts(ctx.records, include_system),
         targets,
         ctx.budget,
         num_buckets=int(ctx.option("dsir_buckets", 10_000)),
@@ -115,7 +125,8 @@ def run(ctx: MethodContext) -> MethodResult:
         for t in range(len(paths)):
             columns[f"dsir_logw_t{t}"] = res.target_log_weights[:, t].tolist()
         columns["dsir_target"] = res.chosen_for.tolist()
-    info = {"targets": [str(p) for p in paths], "target_rows": [len(t) for t in targets], **res.info}
+    info = {"targets": [str(p) for p in paths], "target_rows": [len(t) for t in targets],
+            "system_prompts": include_system, **res.info}
     return MethodResult(res.selected, columns, info, {"load_targets": load_seconds, **res.timings})
 
 
