@@ -281,6 +281,14 @@ def test_claims_known_answers():
     assert compare(doc["summary"], "random", "clean-random")[1] == "no"
     thin = _summary_doc({"random": [2.0, 2.1], "clean-random": [1.5]})["summary"]
     assert compare(thin, "clean-random", "random")[1] == "yes — provisional: clean-random, random under 3 seeds"
+    # Welch's t-test beside the rule: from the per-seed losses, where both rows have >= 2 seeds
+    from scipy.stats import ttest_ind
+
+    text = rows["calibration: clean-random beats random by > 2 sd"][2]
+    p = ttest_ind([1.5, 1.6, 1.4], [2.0, 2.1, 1.9], equal_var=False).pvalue
+    assert text.endswith(f"Welch p = {p:.2g}") and 0.001 < p < 0.01
+    assert "Welch" not in rows["SHED: 10% of the data matches or beats the full data"][2]  # full: one run
+    assert "Welch" not in compare(_summary_doc({"a": [1.0, 1.0], "b": [2.0, 2.0]})["summary"], "a", "b")[0]
     missing = missing_cells(doc, planned=("random", "clean-random", "dq", "full"))
     assert "dq: not run" in missing and not any(m.startswith(("random", "full", "clean-random")) for m in missing)
 

@@ -7,6 +7,9 @@ seeds. "Noise" is the larger sample sd of the two rows compared; a row with one 
 direction by more than 2 × noise, "does not hold" when it is the other way by more than that,
 and "within noise" otherwise; "not measured" when a row is missing; "provisional" when a
 stochastic row has fewer than 3 seeds (its sd, or the borrowed one, is then a rough guess).
+This rule asks for run-to-run separation, stricter than a test on the means; beside it the text
+gives Welch's t-test on the per-seed losses (two-sided p) where both rows have >= 2 seeds that
+differ, the figure a reader used to t-tests on means expects (more seeds shrink it, not the sd).
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ def compare(summary: dict[str, Any], better: str, worse: str, *, tie_ok: bool = 
     noise, note = _noise(summary, a, b)
     diff = a["mean"] - b["mean"]
     text = f"{better} {_fmt(a)} vs {worse} {_fmt(b)}: Δ = {diff:+.4f}" + (f" ({abs(diff) / noise:.1f} × noise)" if noise else "") + note
+    p = welch_p(a, b)
+    if p is not None:
+        text += f"; Welch p = {p:.2g}"
     if noise is None:
         verdict = "yes (no error bar)" if diff < 0 or (tie_ok and diff == 0) else "no (no error bar)"
     elif diff < -2 * noise:
@@ -61,6 +67,16 @@ def compare(summary: dict[str, Any], better: str, worse: str, *, tie_ok: bool = 
         if thin:
             verdict += f" — provisional: {', '.join(thin)} under {PLANNED_SEEDS} seeds"
     return text, verdict
+
+
+def welch_p(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """Two-sided p of Welch's t-test on two rows' means from their (mean, sd, n); None where a row
+    has under 2 seeds or both sds are 0 (equal runs: a deterministic selection, no spread)."""
+    if a["n"] < 2 or b["n"] < 2 or a.get("sd") is None or b.get("sd") is None or (a["sd"] == 0 and b["sd"] == 0):
+        return None
+    from scipy.stats import ttest_ind_from_stats
+
+    return float(ttest_ind_from_stats(a["mean"], a["sd"], a["n"], b["mean"], b["sd"], b["n"], equal_var=False).pvalue)
 
 
 def _single_run_row(summary: dict[str, Any], row: str) -> bool:

@@ -128,7 +128,8 @@ def results_markdown(doc: dict[str, Any]) -> str:
         "## The claims, checked",
         "",
         "On the Alpaca test loss (lower is better), mean over seeds; noise = the larger sd of the two rows;"
-        " \"yes\"/\"no\" need a difference beyond 2 × noise.",
+        " \"yes\"/\"no\" need a difference beyond 2 × noise (runs apart, not only means); Welch p is the"
+        " two-sided t-test on the per-seed losses (means apart), given where both rows have >= 2 differing seeds.",
         "",
         claims_markdown(doc),
         "",
