@@ -294,21 +294,33 @@ def test_claims_known_answers():
 
 
 def test_transfer_claim_from_cells():
-    from shedkit.evaluate.bench_claims import transfer_claim
+    """LoRA side: the run's own table; full side: cells of this run's recipe but for method and
+    lr; cells of another recipe (an earlier calibration) or other test rows never mix in."""
+    from shedkit.evaluate.bench_claims import missing_cells, transfer_claim
 
-    doc = _summary_doc({"random": [2.0]})
-    losses = {"lora": {"random": 2.0, "dq": 1.9, "dsir": 2.1}, "full": {"random": 1.8, "dq": 1.7, "dsir": 1.6}}
-    for kind, rows in losses.items():
-        for row, loss in rows.items():
-            doc["cells"][f"{kind}-{row}"] = {"row": row, "pool": "p", "eval_keys": {"alpaca_test": "e"}, "recipe": {"method": kind},
-                                             "eval": {"alpaca_test": {"loss": loss}}}
-    doc["cells"]["other-eval"] = {"row": "dq", "pool": "p", "eval_keys": {"alpaca_test": "x"}, "recipe": {"method": "full"},
-                                  "eval": {"alpaca_test": {"loss": 0.1}}}  # other test rows: ignored
+    lora_recipe = {"method": "lora", "epochs": 1.0, "lr": 1e-3, "max_length": 256}
+    doc = _summary_doc({"random": [2.0, 2.0], "dq": [1.9, 1.9], "dsir": [2.1, 2.1], "full": [1.5]})
+    doc["settings"]["recipe"] = lora_recipe
+
+    def cell(name, row, loss, eval_key="e", **recipe):
+        doc["cells"][name] = {"row": row, "pool": "p", "eval_keys": {"alpaca_test": eval_key},
+                              "recipe": {**lora_recipe, **recipe}, "eval": {"alpaca_test": {"loss": loss}}}
+
+    for row, loss in {"random": 1.8, "dq": 1.7, "dsir": 1.6}.items():
+        cell(f"full-{row}", row, loss, method="full", lr=5e-5)
+    cell("other-eval", "dq", 0.1, eval_key="x", method="full", lr=5e-5)  # other test rows: ignored
+    cell("old-calibration", "random", 9.0, epochs=0.5)  # another LoRA recipe: not the table's
+    cell("full-other-lr", "dq", 0.1, method="full", lr=1e-5)  # fewer rows at this lr: not used
+    cell("full-longer", "random", 0.1, method="full", lr=5e-5, epochs=2.0)  # another recipe: ignored
     text, verdict = transfer_claim(doc)
-    assert verdict == "partly" or verdict == "no"
-    assert "LoRA order dq < random < dsir" in text and "full-FT order dsir < dq < random" in text
+    assert verdict == "no"
+    assert "LoRA order dq < random < dsir" in text and "full-FT order dsir < dq < random (lr 5e-05)" in text
     doc["cells"]["full-dsir"]["eval"]["alpaca_test"]["loss"] = 1.9
     assert transfer_claim(doc)[1] == "yes"
+    assert not any(m.startswith("transferability") for m in missing_cells(doc, planned=()))
+    del doc["cells"]["full-dsir"]
+    assert transfer_claim(doc)[1] == "not measured"
+    assert any(m.startswith("transferability") for m in missing_cells(doc, planned=()))
 
 
 def test_variant_options_win_over_the_plain_methods(tmp_path, suite):

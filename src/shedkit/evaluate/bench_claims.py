@@ -94,26 +94,42 @@ def best_of(summary: dict[str, Any], rows) -> str | None:
     return min(present, key=lambda rs: rs[1]["mean"])[0] if present else None
 
 
-def recipe_summaries(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Mean test loss per row for each fine-tuning recipe kind (``lora``/``full``) found among
-    the cells evaluated like this run (same pool, same test rows and scoring)."""
+# what a transfer row's recipe may change besides its method: full fine-tuning needs a lower lr
+TRANSFER_FREE_FIELDS = ("method", "lr")
+
+
+def transfer_losses(doc: dict[str, Any]) -> tuple[dict[str, float], dict[str, float], Any]:
+    """``(lora, full, other_lr)``: mean Alpaca test loss per row under each recipe kind. This
+    run's kind is its own table (its summary: this recipe, every seed it reports; ``full`` left
+    out, it trains longer); the other kind comes from the cells evaluated like this run (same pool,
+    test rows and scoring) whose recipe is this run's but for method and lr (with several lrs, the
+    one with the most rows). Cells of other recipes (an earlier calibration, say) never mix in."""
+    import json
+
     import numpy as np
 
-    by: dict[str, dict[str, list[float]]] = {}
+    summary, own = doc["summary"], (doc.get("settings") or {}).get("recipe") or {"method": "lora"}
+    mine = {r: _loss(summary, r)["mean"] for r in summary if r != "full" and _loss(summary, r) is not None}
+    fixed = {k: v for k, v in own.items() if k not in TRANSFER_FREE_FIELDS}
+    by_lr: dict[str, dict[str, list[float]]] = {}
     for cell in (doc.get("cells") or {}).values():
+        recipe = cell.get("recipe") or {}
         same_eval = (cell.get("eval_keys") or {}).get(LOSS_TASK) == (doc.get("eval_keys") or {}).get(LOSS_TASK)
-        if cell.get("row") == "base" or cell.get("pool") != doc.get("pool_key") or not same_eval:
+        if (cell.get("row") in ("base", "full") or cell.get("pool") != doc.get("pool_key") or not same_eval
+                or recipe.get("method") == own["method"] or any(recipe.get(k) != v for k, v in fixed.items())):
             continue
         loss = cell.get("eval", {}).get(LOSS_TASK, {}).get("loss")
         if loss is not None:
-            by.setdefault(cell["recipe"]["method"], {}).setdefault(cell["row"], []).append(float(loss))
-    return {kind: {row: float(np.mean(v)) for row, v in rows.items()} for kind, rows in by.items()}
+            by_lr.setdefault(json.dumps(recipe.get("lr")), {}).setdefault(cell["row"], []).append(float(loss))
+    lr, rows = max(by_lr.items(), key=lambda kv: len(kv[1]), default=("null", {}))
+    other = {row: float(np.mean(v)) for row, v in rows.items()}
+    lora, full = (mine, other) if own["method"] == "lora" else (other, mine)
+    return lora, full, json.loads(lr)
 
 
 def transfer_claim(doc: dict[str, Any]) -> tuple[str, str]:
     """Rows ranked by test loss with the LoRA recipe and with the full-fine-tuning recipe."""
-    kinds = recipe_summaries(doc)
-    lora, full = kinds.get("lora", {}), kinds.get("full", {})
+    lora, full, lr = transfer_losses(doc)
     common = [r for r in lora if r in full]
     if len(common) < 3:
         return (f"full-fine-tuning recipe evaluated for {len(common)} row(s) ({', '.join(common) or 'none'}); at least 3 are needed",
@@ -123,7 +139,8 @@ def transfer_claim(doc: dict[str, Any]) -> tuple[str, str]:
     order_lora = sorted(common, key=lora.get)
     order_full = sorted(common, key=full.get)
     tau = float(kendalltau([lora[r] for r in common], [full[r] for r in common]).statistic)
-    text = f"LoRA order {' < '.join(order_lora)}; full-FT order {' < '.join(order_full)}; Kendall τ = {tau:.2f}"
+    text = (f"LoRA order {' < '.join(order_lora)}; full-FT order {' < '.join(order_full)}"
+            + (f" (lr {lr:g})" if isinstance(lr, (int, float)) else "") + f"; Kendall τ = {tau:.2f}")
     return text, "yes" if order_lora == order_full else ("partly" if tau > 0 else "no")
 
 
@@ -175,7 +192,8 @@ def missing_cells(doc: dict[str, Any], planned=TABLE_ROWS, seeds: int = PLANNED_
             out.append(f"{row}: {m['runs']} of {want} seeds")
     if doc["settings"].get("limit_test"):
         out.append(f"test sets cut to their first {doc['settings']['limit_test']} rows")
-    if len(recipe_summaries(doc).get("full", {})) < 3:
+    lora, full, _ = transfer_losses(doc)
+    if len([r for r in lora if r in full]) < 3:
         out.append("transferability: no full-fine-tuning-recipe evaluations (rerun with --train-method full)")
     return out
 
