@@ -104,14 +104,12 @@ def transfer_losses(doc: dict[str, Any]) -> tuple[dict[str, float], dict[str, fl
     out, it trains longer); the other kind comes from the cells evaluated like this run (same pool,
     test rows and scoring) whose recipe is this run's but for method and lr (with several lrs, the
     one with the most rows). Cells of other recipes (an earlier calibration, say) never mix in."""
-    import json
-
     import numpy as np
 
     summary, own = doc["summary"], (doc.get("settings") or {}).get("recipe") or {"method": "lora"}
     mine = {r: _loss(summary, r)["mean"] for r in summary if r != "full" and _loss(summary, r) is not None}
     fixed = {k: v for k, v in own.items() if k not in TRANSFER_FREE_FIELDS}
-    by_lr: dict[str, dict[str, list[float]]] = {}
+    by_lr: dict[Any, dict[str, list[float]]] = {}
     for cell in (doc.get("cells") or {}).values():
         recipe = cell.get("recipe") or {}
         same_eval = (cell.get("eval_keys") or {}).get(LOSS_TASK) == (doc.get("eval_keys") or {}).get(LOSS_TASK)
@@ -120,11 +118,11 @@ def transfer_losses(doc: dict[str, Any]) -> tuple[dict[str, float], dict[str, fl
             continue
         loss = cell.get("eval", {}).get(LOSS_TASK, {}).get("loss")
         if loss is not None:
-            by_lr.setdefault(json.dumps(recipe.get("lr")), {}).setdefault(cell["row"], []).append(float(loss))
-    lr, rows = max(by_lr.items(), key=lambda kv: len(kv[1]), default=("null", {}))
+            by_lr.setdefault(recipe.get("lr"), {}).setdefault(cell["row"], []).append(float(loss))
+    lr, rows = max(by_lr.items(), key=lambda kv: len(kv[1]), default=(None, {}))
     other = {row: float(np.mean(v)) for row, v in rows.items()}
     lora, full = (mine, other) if own["method"] == "lora" else (other, mine)
-    return lora, full, json.loads(lr)
+    return lora, full, lr
 
 
 def transfer_claim(doc: dict[str, Any]) -> tuple[str, str]:
