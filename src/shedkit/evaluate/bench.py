@@ -54,7 +54,8 @@ from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig,
 from shedkit.util.defaults import DEFAULT_MODEL
 
 SHED_METHODS = ("shed-qocs", "shed-qwcs", "shed-hybrid")  # the bench's SHED setting applies to all three
-ROW_SCORE_METHODS = ("first-order", "lowest-loss", "ifd", "filtered-random")  # score rows with the base model
+# score rows with the base model (auto and its presets delegate to filtered-random)
+ROW_SCORE_METHODS = ("first-order", "lowest-loss", "ifd", "filtered-random", "auto", "recommended-v1")
 BENCH_VERSION = "1"
 CELLS_VERSION = "2"
 CELLS_FILE = "cells.json"  # every cell known to the run in progress, rewritten after each computed cell

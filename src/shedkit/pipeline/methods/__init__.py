@@ -29,6 +29,8 @@ METHODS: dict[str, str] = {
     "lowest-loss": "row_filters",
     "ifd": "row_filters",
     "filtered-random": "row_filters",
+    "auto": "auto",  # the recommended preset (auto.AUTO); each preset also answers to its own name
+    "recommended-v1": "auto",
 }
 
 
