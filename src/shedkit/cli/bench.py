@@ -33,9 +33,16 @@ def _parse_options(items: list[str] | None) -> dict[str, dict]:
         if not sep or not dot or not method or not key:
             raise ShedkitError(f"--option {item!r}: expected METHOD.KEY=VALUE, e.g. dsir.top_k=true")
         out.setdefault(method, {})[key.replace("-", "_")] = yaml.safe_load(value)
+    from shedkit.evaluate.bench_rows import REFERENCE_OPTIONS
     from shedkit.pipeline.options import check_options
 
     for method, options in out.items():  # fail now, not after the methods before it have run
+        if method in REFERENCE_OPTIONS:
+            unknown = sorted(set(options) - set(REFERENCE_OPTIONS[method]))
+            if unknown:
+                raise ShedkitError(f"--option {method}.{unknown[0]}: the reference row {method} takes "
+                                   f"{', '.join(REFERENCE_OPTIONS[method]) or 'no options'}")
+            continue
         check_options(method, options, lambda k, m=method: f"--option {m}.{k}")
     return out
 

@@ -47,7 +47,8 @@ import numpy as np
 
 from shedkit.data.containers import atomic_write_json
 from shedkit.errors import ShedkitError
-from shedkit.evaluate.bench_rows import BenchRow, clean_random_positions, default_rows, parse_row
+from shedkit.evaluate.bench_rows import (MIX_RANDOM_OF, BenchRow, clean_random_positions, default_rows,
+                                         mix_random_positions, parse_row)
 from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE, RECIPE_SEED, TRAIN_STATS, finetune_records, rows_trained
 from shedkit.evaluate.suite import Suite, composition, read_labels
 from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig, stable_hash
@@ -58,6 +59,7 @@ SHED_METHODS = ("shed-qocs", "shed-qwcs", "shed-hybrid")  # the bench's SHED set
 ROW_SCORE_METHODS = ("first-order", "lowest-loss", "ifd", "filtered-random", "auto", "recommended-v1")
 BENCH_VERSION = "1"
 CELLS_VERSION = "2"
+MIXED_TASK = "mixed_test"  # derived: see with_mixed
 CELLS_FILE = "cells.json"  # every cell known to the run in progress, rewritten after each computed cell
 
 # --quick: each setting below replaces the default; all are listed in results.md
@@ -161,7 +163,13 @@ class Bench:
         if self.config.shed_target not in self.suite.dev and any(r.method in SHED_METHODS for r in self.rows.values()):
             raise ShedkitError(f"SHED's dev target 'target_{self.config.shed_target}_dev' is not in {self.suite.root}")
         if any(r.reference for r in self.rows.values()) and self.suite.labels is None:
-            raise ShedkitError(f"clean-random needs {self.suite.root}/pool_labels.jsonl")
+            refs = sorted({r.method for r in self.rows.values() if r.reference})
+            raise ShedkitError(f"{', '.join(refs)} need(s) {self.suite.root}/pool_labels.jsonl")
+        for spec, row in self.rows.items():
+            if row.method == "mix-random":
+                of = self.mix_of(spec)
+                if of == spec or (self.rows.get(of) or parse_row(of)).method == "mix-random":
+                    raise ShedkitError(f"{spec}: --option {spec}.of must name a selection row, not {of!r}")
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -227,6 +235,11 @@ class Bench:
             opts.update(c.method_options.get(spec, {}))
         return {k: v for k, v in opts.items() if v is not None}
 
+    def mix_of(self, spec: str) -> str:
+        """The row whose source mix a ``mix-random`` row copies (``--option mix-random.of=ROW``)."""
+        return str({**self.config.method_options.get("mix-random", {}),
+                    **self.config.method_options.get(spec, {})}.get("of", MIX_RANDOM_OF))
+
     def recipe_for(self, spec: str) -> TrainConfig:
         if (self.rows.get(spec) or parse_row(spec)).method == "full" and self.config.full_epochs is not None:
             return replace(self.config.recipe, epochs=float(self.config.full_epochs))
@@ -255,6 +268,8 @@ class Bench:
         version = None if row.reference else method_version(row.method)
         if version is not None:  # only then: cells of methods that never declared one keep their keys
             key["method_version"] = version
+        if row.method == "mix-random":  # follows the selection it copies the mix of
+            key["of"] = self.selection_key(self.mix_of(spec), seed)
         return stable_hash(key, 12)
 
     def select_stage(self, spec: str, seed: int | None) -> dict[str, Any]:
@@ -272,7 +287,7 @@ class Bench:
         self._note_load("select", spec, seed)
         start = time.perf_counter()
         if row.reference:
-            rows, ids, select_seconds, timings = self._reference_selection(row, budget, seed or 0)
+            rows, ids, select_seconds, timings = self._reference_selection(spec, row, budget, seed)
         else:
             from shedkit.pipeline.select import select
 
@@ -294,13 +309,20 @@ class Bench:
         self.counts.add("select", True)
         return doc
 
-    def _reference_selection(self, row: BenchRow, budget, seed: int):
-        """clean-random: seeded random rows among the labelled-clean ones (see bench_rows)."""
+    def _reference_selection(self, spec: str, row: BenchRow, budget, seed: int | None):
+        """clean-random: seeded random rows among the labelled-clean ones; mix-random: seeded
+        random rows with the source counts of another row's selection for the same seed (that
+        selection is run, or read from its cache, first; its time is not this row's). See bench_rows."""
         from shedkit.selectors.budget import resolve_budget
 
-        start = time.perf_counter()
-        n = resolve_budget(budget, len(self.pool.records))
-        positions = clean_random_positions(self.pool.records, self.labels, n, seed)
+        if row.method == "mix-random":
+            of_rows = self.select_stage(self.mix_of(spec), seed)["rows"]
+            start = time.perf_counter()
+            positions = mix_random_positions(self.pool.records, self.labels, of_rows, seed or 0)
+        else:
+            start = time.perf_counter()
+            n = resolve_budget(budget, len(self.pool.records))
+            positions = clean_random_positions(self.pool.records, self.labels, n, seed or 0)
         picked = [self.pool.records[i] for i in positions]
         return [r.index for r in picked], [r.id for r in picked], time.perf_counter() - start, {}
 
@@ -417,6 +439,13 @@ class Bench:
                 cells[key] = self.merge_cell(cells.get(key), {**record, "eval_keys": eval_keys})
                 atomic_write_json(self.out / CELLS_FILE, {"cells": cells})  # a run cut short keeps its finished cells
                 runs.append(record)
+        tasks = {t.name: {"source": t.source, "rows": len(t), "kind": t.kind} for t in self.tasks}
+        parts = [f"{p}_test" for p in self.suite.meta().get("mixed_test") or []]
+        if parts and all(p in tasks for p in parts):  # the suite's mixed target: a derived column
+            tasks[MIXED_TASK] = {"source": "equal-weight mean of " + ", ".join(parts), "kind": "records",
+                                 "rows": sum(tasks[p]["rows"] for p in parts), "derived_from": parts}
+            base_eval = with_mixed(base_eval, parts)
+            runs = [{**r, "eval": with_mixed(r["eval"], parts)} for r in runs]
         doc = {
             "suite": str(self.suite.root),
             "suite_meta": self.suite.meta(),
@@ -427,10 +456,10 @@ class Bench:
             "deterministic_methods": [m for m in self.config.methods if self.config.deterministic(m)],
             "pool": {"path": str(self.suite.pool), "records": len(self.pool.records),
                      "skipped_empty": self.pool.skipped_empty, "pool_limit": self.config.pool_limit},
-            "tasks": {t.name: {"source": t.source, "rows": len(t), "kind": t.kind} for t in self.tasks},
+            "tasks": tasks,
             "base": base_eval,
             "runs": runs,
-            "summary": summarize(runs, [t.name for t in self.tasks], self.config),
+            "summary": summarize(runs, list(tasks), self.config),
             "stages": {"computed": self.counts.computed, "cached": self.counts.cached,
                        "cells_reused": self.counts.cells_reused},
             # load at every stage behind these results: this run's, and those the reused cells recorded
@@ -522,6 +551,16 @@ def content_keyed(value: Any) -> Any:
     if isinstance(value, (str, Path)) and len(str(value)) < 4096 and Path(value).is_file():
         return {"file_sha256": hashlib.sha256(Path(value).read_bytes()).hexdigest()[:24]}
     return value
+
+
+def with_mixed(evals: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    """``evals`` plus ``mixed_test``: the equal-weight mean of the ``parts`` test losses (the
+    suite's ``meta.json["mixed_test"]``: a target that asks for several skills at once, each
+    counted alike whatever its test set's size); unchanged when a part is missing."""
+    losses = [(evals.get(p) or {}).get("loss") for p in parts]
+    if any(v is None for v in losses):
+        return evals
+    return {**evals, MIXED_TASK: {"loss": float(np.mean(losses)), "derived_from": list(parts)}}
 
 
 def _run_record(spec, seed, sel, ft_key, stats, evals) -> dict[str, Any]:

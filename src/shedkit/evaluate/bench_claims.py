@@ -1,8 +1,9 @@
 """What a bench's results say: the papers' claims put to the test, the plan's missing cells,
 the calibration check and the compute-vs-quality plot (all from results.json alone).
 
-Every comparison is on the Alpaca test loss (``alpaca_test``; lower is better), mean over
-seeds. "Noise" is the larger sample sd of the two rows compared; a row with one seed borrows
+Every comparison is on one test loss (lower is better), mean over seeds: the suite's mixed
+target where it has one (``mixed_test``, derived by the bench), else the Alpaca test loss
+(``alpaca_test``); issue 22's questions about the recommended row ``auto`` come first. "Noise" is the larger sample sd of the two rows compared; a row with one seed borrows
 ``random``'s sd (said so in the table). A claim "holds" when the difference is in its
 direction by more than 2 × noise, "does not hold" when it is the other way by more than that,
 and "within noise" otherwise; "not measured" when a row is missing; "provisional" when a
@@ -19,6 +20,7 @@ from typing import Any
 from shedkit.evaluate.bench_rows import TABLE_ROWS
 
 LOSS_TASK = "alpaca_test"
+MIXED_TASK = "mixed_test"  # a suite's derived mixed target (evaluate.bench.with_mixed)
 PLANNED_SEEDS = 3
 # the issue's questions: does shedkit's best selection beat random, the best plain filter, the full pool?
 SHEDKIT_ROWS = ("shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "lobass", "first-order")
@@ -26,31 +28,44 @@ PLAIN_FILTER_ROWS = ("lowest-loss", "ifd", "filtered-random")
 SHED_ROWS = ("shed-qwcs", "shed-qocs", "shed-hybrid", "shed-hybrid-filter")
 
 
-def _loss(summary: dict[str, Any], row: str) -> dict[str, Any] | None:
-    stat = (summary.get(row) or {}).get("tasks", {}).get(LOSS_TASK, {}).get("loss")
+def primary_task(doc: dict[str, Any]) -> str:
+    """The test target the claims are judged on: the suite's mixed target where it has one
+    (``mixed_test``, noisy-mix-v2), else the Alpaca test loss (noisy-mix-v1)."""
+    return MIXED_TASK if MIXED_TASK in (doc.get("tasks") or {}) else LOSS_TASK
+
+
+def _stat(summary: dict[str, Any], row: str, task: str, metric: str) -> dict[str, Any] | None:
+    stat = (summary.get(row) or {}).get("tasks", {}).get(task, {}).get(metric)
     return stat if stat and stat.get("mean") is not None else None
 
 
-def _noise(summary, *stats) -> tuple[float | None, str]:
+def _loss(summary: dict[str, Any], row: str, task: str = LOSS_TASK) -> dict[str, Any] | None:
+    stat = (summary.get(row) or {}).get("tasks", {}).get(task, {}).get("loss")
+    return stat if stat and stat.get("mean") is not None else None
+
+
+def _noise(summary, *stats, task: str = LOSS_TASK, metric: str = "loss") -> tuple[float | None, str]:
     sds = [s["sd"] for s in stats if s.get("sd") is not None]
     if len(sds) == len(stats):
         return max(sds), ""
-    ref = _loss(summary, "random")
+    ref = _stat(summary, "random", task, metric)
     if ref and ref.get("sd") is not None:
         return max(sds + [ref["sd"]]), " (a single-seed row: random's sd used as noise)"
     return None, " (single seeds: no noise estimate)"
 
 
-def compare(summary: dict[str, Any], better: str, worse: str, *, tie_ok: bool = False) -> tuple[str, str]:
-    """(our measurement, holds?) for "``better`` has a lower test loss than ``worse``"; with
-    ``tie_ok`` ("matches or beats") a difference within noise counts as holding."""
-    a, b = _loss(summary, better), _loss(summary, worse)
+def compare(summary: dict[str, Any], better: str, worse: str, *, tie_ok: bool = False, task: str = LOSS_TASK,
+            metric: str = "loss") -> tuple[str, str]:
+    """(our measurement, holds?) for "``better`` is better than ``worse`` on ``task``" (a lower
+    loss; a higher ``acc``/``acc_norm``); with ``tie_ok`` ("matches or beats") a difference
+    within noise counts as holding."""
+    a, b = _stat(summary, better, task, metric), _stat(summary, worse, task, metric)
     if a is None or b is None:
         missing = [r for r, s in ((better, a), (worse, b)) if s is None]
         return f"{', '.join(missing)}: not measured", "not measured"
-    noise, note = _noise(summary, a, b)
-    diff = a["mean"] - b["mean"]
-    text = f"{better} {_fmt(a)} vs {worse} {_fmt(b)}: Δ = {diff:+.4f}" + (f" ({abs(diff) / noise:.1f} × noise)" if noise else "") + note
+    noise, note = _noise(summary, a, b, task=task, metric=metric)
+    diff = (a["mean"] - b["mean"]) * (1 if metric == "loss" else -1)  # < 0: better is better
+    text = f"{better} {_fmt(a)} vs {worse} {_fmt(b)}: Δ{'' if metric == 'loss' else ' ' + metric} = {a['mean'] - b['mean']:+.4f}" + (f" ({abs(diff) / noise:.1f} × noise)" if noise else "") + note
     p = welch_p(a, b)
     if p is not None:
         text += f"; Welch p = {p:.2g}"
@@ -88,8 +103,8 @@ def _fmt(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:.4f}" + (f" ± {stat['sd']:.4f} (n={stat['n']})" if stat.get("sd") is not None else f" (n={stat['n']})")
 
 
-def best_of(summary: dict[str, Any], rows) -> str | None:
-    present = [(r, _loss(summary, r)) for r in rows]
+def best_of(summary: dict[str, Any], rows, task: str = LOSS_TASK) -> str | None:
+    present = [(r, _loss(summary, r, task)) for r in rows]
     present = [(r, s) for r, s in present if s is not None]
     return min(present, key=lambda rs: rs[1]["mean"])[0] if present else None
 
@@ -143,31 +158,94 @@ def transfer_claim(doc: dict[str, Any]) -> tuple[str, str]:
 
 
 def claims(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """``(claim, source, our measurement, holds?)`` rows."""
-    s = doc["summary"]
-    shed = best_of(s, SHED_ROWS) or "shed-qwcs"
-    ours = best_of(s, SHEDKIT_ROWS) or "shed-qwcs"
-    plain = best_of(s, PLAIN_FILTER_ROWS) or "lowest-loss"
+    """``(claim, source, our measurement, holds?)`` rows, judged on ``primary_task(doc)``."""
+    s, task = doc["summary"], primary_task(doc)
+    shed = best_of(s, SHED_ROWS, task) or "shed-qwcs"
+    ours = best_of(s, SHEDKIT_ROWS, task) or "shed-qwcs"
+    plain = best_of(s, PLAIN_FILTER_ROWS, task) or "lowest-loss"
     picked = " (the best of the rows measured, picked on this same test loss: optimistic)"
-    out = []
-    text, verdict = compare(s, "clean-random", "random")
+    out = recommended_claims(doc, task)
+    text, verdict = compare(s, "clean-random", "random", task=task)
     out.append(("calibration: clean-random beats random by > 2 sd", "this bench (issue 13)", text, verdict))
-    text, verdict = compare(s, ours, "random")
+    text, verdict = compare(s, ours, "random", task=task)
     out.append(("shedkit's best selection beats a random subset of the same size", "this bench (issue 13)",
                 text + picked, verdict))
-    text, verdict = compare(s, ours, plain)
+    text, verdict = compare(s, ours, plain, task=task)
     out.append(("shedkit's best selection beats the best plain filter (" + ", ".join(PLAIN_FILTER_ROWS) + ")",
                 "this bench (issue 13)", text + picked, verdict))
-    text, verdict = compare(s, shed, "full", tie_ok=True)
+    text, verdict = compare(s, shed, "full", tie_ok=True, task=task)
     out.append(("SHED: 10% of the data matches or beats the full data", "He et al. 2024, SHED (arXiv 2405.00705)", text, verdict))
-    text, verdict = compare(s, "lobass@0.06", "full")
+    text, verdict = compare(s, "lobass@0.06", "full", task=task)
     out.append(("LoBaSS: 6% of the data beats full-data fine-tuning", "Zhou et al. 2023, LoBaSS (arXiv 2310.13008)", text, verdict))
-    text, verdict = compare(s, "shed-qwcs", "shed-qocs")
+    text, verdict = compare(s, "shed-qwcs", "shed-qocs", task=task)
     out.append(("SHED: QWCS beats QOCS", "He et al. 2024, SHED (arXiv 2405.00705)", text, verdict))
     text, verdict = transfer_claim(doc)
     out.append(("transferability: the ordering chosen with LoRA proxies survives full fine-tuning",
                 "He et al. 2024, SHED (arXiv 2405.00705)", text, verdict))
     return out
+
+
+RECOMMENDED = "auto"
+SOURCE_22 = "issue 22 (pre-registered)"
+
+
+def recommended_claims(doc: dict[str, Any], task: str) -> list[tuple[str, str, str, str]]:
+    """Issue 22's questions for the recommended row ``auto`` (none when the table has no such
+    row): does it beat random and filtered-random on ``task`` by > 2 sd, is it worse than random
+    by > 2 sd on no single target, and how much of its gain does ``mix-random`` (random rows with
+    its source mix) explain."""
+    s = doc["summary"]
+    if RECOMMENDED not in s:
+        return []
+    from shedkit.pipeline.methods.auto import preset_for
+
+    preset = preset_for(RECOMMENDED)
+    out = []
+    text, verdict = compare(s, RECOMMENDED, "random", task=task)
+    out.append((f"the recommended method (auto = {preset.name}) beats random on {task} by > 2 sd", SOURCE_22, text, verdict))
+    for name in (r for r in ("filtered-random",) if r in s):
+        text, verdict = compare(s, RECOMMENDED, name, task=task)
+        if preset.method == name and _values(s, RECOMMENDED, task) == _values(s, name, task):
+            text += f" ({preset.name} is {name} with {preset.settings}: the same selections seed for seed, so this comparison is empty)"
+            verdict = "same row"
+        out.append((f"the recommended method beats {name} on {task} by > 2 sd", SOURCE_22, text, verdict))
+    worse = []
+    checked = []
+    for name, info in (doc.get("tasks") or {}).items():
+        if name == task or info.get("derived_from"):
+            continue
+        metric = "loss" if info.get("kind") == "records" else "acc"
+        text, verdict = compare(s, "random", RECOMMENDED, task=name, metric=metric)  # "random is better"
+        if verdict == "not measured":
+            continue
+        checked.append(name)
+        if verdict.startswith("yes"):
+            worse.append(f"{name} {metric}: {text}")
+    if checked:
+        out.append(("the recommended method is worse than random by > 2 sd on no single target", SOURCE_22,
+                    ("; ".join(worse) if worse else "no target out of " + ", ".join(checked)),
+                    "no" if worse else "yes"))
+    out.append(("share of the recommended method's gain over random that its source mix explains (mix-random)",
+                SOURCE_22, *mix_share(s, task)))
+    return out
+
+
+def _values(summary: dict[str, Any], row: str, task: str) -> list[float] | None:
+    stat = _loss(summary, row, task)
+    return None if stat is None else [round(v, 9) for v in stat["values"]]
+
+
+def mix_share(summary: dict[str, Any], task: str) -> tuple[str, str]:
+    """(text, verdict) for (random − mix-random) / (random − auto) on ``task``'s loss."""
+    rnd, mix, rec = (_loss(summary, r, task) for r in ("random", "mix-random", RECOMMENDED))
+    if rnd is None or mix is None or rec is None:
+        return "random, mix-random and auto are needed", "not measured"
+    gain, mix_gain = rnd["mean"] - rec["mean"], rnd["mean"] - mix["mean"]
+    text = (f"auto's gain over random {gain:+.4f}, mix-random's {mix_gain:+.4f} (mix-random {_fmt(mix)})")
+    noise, _ = _noise(summary, rnd, rec, task=task)
+    if noise is not None and abs(gain) <= 2 * noise:
+        return text + f"; auto's gain is within 2 × noise ({noise:.4f}): no gain to split", "no gain to explain"
+    return text + f": the mix explains {mix_gain / gain:.0%} of it", f"{mix_gain / gain:.0%}"
 
 
 def claims_markdown(doc: dict[str, Any]) -> str:
@@ -197,8 +275,8 @@ def missing_cells(doc: dict[str, Any], planned=TABLE_ROWS, seeds: int = PLANNED_
 
 
 def write_tradeoff_plot(doc: dict[str, Any], path) -> Any:
-    """Selection wall time (log x) against the Alpaca test loss, one point per row (± sd),
-    the full-pool fine-tune's wall time as a vertical line."""
+    """Selection wall time (log x) against the claims' test loss (``primary_task``), one point
+    per row (± sd), the full-pool fine-tune's wall time as a vertical line."""
     import io
 
     import matplotlib
@@ -208,9 +286,10 @@ def write_tradeoff_plot(doc: dict[str, Any], path) -> Any:
 
     from shedkit.data.containers import atomic_write_bytes
 
+    task = primary_task(doc)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for row, m in doc["summary"].items():
-        loss = _loss(doc["summary"], row)
+        loss = _loss(doc["summary"], row, task)
         sel = m.get("select_seconds") or {}
         if loss is None or sel.get("mean") is None:
             continue
@@ -221,12 +300,12 @@ def write_tradeoff_plot(doc: dict[str, Any], path) -> Any:
     if full and (full.get("finetune_seconds") or {}).get("mean"):
         ax.axvline(full["finetune_seconds"]["mean"], color="#c44e52", linestyle="--", linewidth=1,
                    label=f"full-pool fine-tune {full['finetune_seconds']['mean'] / 60:.0f} min")
-    base = (doc.get("base") or {}).get(LOSS_TASK, {}).get("loss")
+    base = (doc.get("base") or {}).get(task, {}).get("loss")
     if base is not None:
         ax.axhline(base, color="grey", linestyle=":", linewidth=1, label="base model")
     ax.set_xscale("log")
     ax.set_xlabel("selection wall time (s, log)")
-    ax.set_ylabel(f"{LOSS_TASK} loss (mean ± sd over seeds)")
+    ax.set_ylabel(f"{task} loss (mean ± sd over seeds)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

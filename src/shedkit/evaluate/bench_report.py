@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shedkit.evaluate.bench_claims import claims_markdown, missing_cells, write_tradeoff_plot  # noqa: F401 (re-exported)
+from shedkit.evaluate.bench_claims import claims_markdown, missing_cells, primary_task, write_tradeoff_plot  # noqa: F401 (re-exported)
 
 CORRUPTIONS = ("misaligned", "truncated", "boilerplate", "wrong_answer")
 
@@ -37,6 +37,9 @@ def results_markdown(doc: dict[str, Any]) -> str:
     kinds = sorted({k for m in summary.values() for k in m["labels"]} - {"clean", "corrupted"},
                    key=lambda k: (CORRUPTIONS.index(k) if k in CORRUPTIONS else 99, k))
     sources = sorted({k for m in summary.values() for k in m["sources"]})
+    task = primary_task(doc)
+    parts = doc["tasks"].get(task, {}).get("derived_from")
+    derived = f"; the equal-weight mean of {', '.join(parts)}" if parts else ""
     lines = [f"# shedkit bench: {Path(doc['suite']).name}", ""]
     missing = missing_cells(doc)
     if missing:
@@ -127,7 +130,7 @@ def results_markdown(doc: dict[str, Any]) -> str:
         "",
         "## The claims, checked",
         "",
-        "On the Alpaca test loss (lower is better), mean over seeds; noise = the larger sd of the two rows;"
+        f"On the {task} loss (lower is better{derived}), mean over seeds; noise = the larger sd of the two rows;"
         " \"yes\"/\"no\" need a difference beyond 2 × noise (runs apart, not only means); Welch p is the"
         " two-sided t-test on the per-seed losses (means apart), given where both rows have >= 2 differing seeds.",
         "",

@@ -15,6 +15,10 @@ A row is named by a spec string:
   suite's ``pool_labels.jsonl`` calls clean. It reads the labels, which no method may, so it is
   not a method: it marks what a perfect noise filter followed by random sampling reaches, and
   calibrates the instrument (it must beat ``random`` on the test loss by more than the noise).
+  ``mix-random`` draws random rows with exactly the source counts of another row's selection
+  for the same seed (``--option mix-random.of=ROW``, default ``auto``; it reads the labels'
+  ``source`` only): how much of that row's gain over ``random`` is the source mix it pulls
+  towards, and how much is which rows it takes within each source.
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ from shedkit.errors import ShedkitError
 
 REFERENCES = {
     "clean-random": "random rows among those pool_labels.jsonl calls clean (reads the labels: a reference row, not a method)",
+    "mix-random": "random rows with the source counts of another row's selection, same seed (reads the source labels: "
+                  "a reference row, not a method)",
 }
+MIX_RANDOM_OF = "auto"  # mix-random's default row to copy the source mix of
+REFERENCE_OPTIONS = {"clean-random": (), "mix-random": ("of",)}  # what --option REF.KEY may set
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "dsir-per-token": ("dsir", {"dsir_normalize": True}),
     # SHED's QWCS allocation; inside each cluster the quarter of rows that is worst by base loss
@@ -37,7 +45,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                                            "row_order": "random"}),
 }
 # the table's rows in order; a row whose method is not in the registry at run time is left out
-TABLE_ROWS = ("random", "clean-random", "dsir", "dsir-per-token", "dq", "lobass", "lobass@0.06", "lowest-loss", "ifd",
+TABLE_ROWS = ("random", "clean-random", "mix-random", "auto", "dsir", "dsir-per-token", "dq", "lobass", "lobass@0.06", "lowest-loss", "ifd",
               "filtered-random", "first-order", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "full")
 
 
@@ -102,3 +110,23 @@ def clean_random_positions(records, labels: list[dict], budget: int, seed: int) 
         raise ShedkitError(f"clean-random: {budget} rows asked, only {len(clean)} clean rows in the pool")
     picked = np.random.default_rng(seed).choice(len(clean), size=budget, replace=False)
     return sorted(clean[i] for i in picked)
+
+
+def mix_random_positions(records, labels: list[dict], of_rows: list[int], seed: int) -> list[int]:
+    """``len(of_rows)`` positions into ``records``, drawn uniformly (seeded) within each source
+    so that the per-source counts equal those of the input lines ``of_rows`` (another
+    selection); sorted. Raises when a source has fewer rows in the pool than asked."""
+    if not labels or not all("source" in r for r in labels):
+        raise ShedkitError("mix-random needs the suite's pool_labels.jsonl with a 'source' per line")
+    want: dict[str, int] = {}
+    for line in of_rows:
+        src = str(labels[line]["source"])
+        want[src] = want.get(src, 0) + 1
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for src in sorted(want):
+        members = [i for i, r in enumerate(records) if str(labels[r.index]["source"]) == src]
+        if len(members) < want[src]:
+            raise ShedkitError(f"mix-random: {want[src]} '{src}' rows asked, only {len(members)} in the pool")
+        picked += [members[i] for i in rng.choice(len(members), size=want[src], replace=False)]
+    return sorted(picked)
