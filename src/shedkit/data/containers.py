@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from shedkit.errors import InputError, require
 from shedkit.util.atomic import (  # noqa: F401 - re-exported: older imports read them here
-    atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, strict_json,
+    atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, publish_mode, strict_json,
 )
 
 CONTAINERS = ("jsonl", "json", "parquet", "csv", "hf")
@@ -290,9 +290,11 @@ def write_subset(table: RawTable, positions: Sequence[int], out_path: str | os.P
 
 
 def _write_hf(table: RawTable, order: list[int], out_path: Path) -> Path:
+    out_path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_path does for the file containers
     tmp = Path(tempfile.mkdtemp(prefix=out_path.name + ".tmp-", dir=out_path.parent))
     try:
         table.arrow.select(order).save_to_disk(str(tmp / "ds"))
+        publish_mode(tmp / "ds", tree=True)
         if out_path.exists():
             shutil.rmtree(out_path)
         os.replace(tmp / "ds", out_path)

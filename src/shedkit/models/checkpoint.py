@@ -40,6 +40,7 @@ def save_checkpoint(spec: CheckpointSpec, step: int, model, opt, sched, extra: d
     from safetensors.torch import save_file
 
     from shedkit.data.containers import atomic_write_json
+    from shedkit.util.atomic import publish_mode
 
     spec.directory.mkdir(parents=True, exist_ok=True)
     final = spec.directory / f"step-{step:08d}"
@@ -56,6 +57,7 @@ def save_checkpoint(spec: CheckpointSpec, step: int, model, opt, sched, extra: d
         }
         torch.save(state, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, "fingerprint": spec.fingerprint}))
+        publish_mode(tmp, tree=True)  # safetensors writes its file private (0600)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -38,6 +38,7 @@ from shedkit.models.config import TrainConfig
 from shedkit.models.device import autocast, model_device, resolve_precision
 from shedkit.models.encode import encode_options, encode_record, has_empty_response
 from shedkit.models.scoring import collate, pad_id_of, target_logits
+from shedkit.util.atomic import publish_mode
 
 
 @dataclass
@@ -327,6 +328,7 @@ def save_finetuned(result: FineTuneResult, out_dir: str | os.PathLike, *, merged
             "stats": result.stats.to_dict(),
         }
         (tmp / "shedkit_train.json").write_text(json.dumps(meta, indent=1))
+        publish_mode(tmp, tree=True)  # safetensors writes its files private (0600)
         os.rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

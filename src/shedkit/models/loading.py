@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from shedkit.errors import ShedkitError
+from shedkit.util.atomic import publish_mode
 
 SMOLLM2_ALIASES = ("smollm2-135m", "smollm2", "smollm2-135m-instruct")
 TINY_ALIASES = ("tiny-random", "tiny")
@@ -99,6 +100,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / CONVERTED_MARKER).write_text(json.dumps({"gguf": str(gguf), **_file_signature(gguf)}, indent=1))
+        publish_mode(tmp, tree=True)  # safetensors writes its files private (0600)
         try:
             os.rename(tmp, out_dir)
         except OSError:

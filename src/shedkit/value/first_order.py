@@ -47,6 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from shedkit.errors import ShedkitError
+from shedkit.util.atomic import atomic_path, atomic_write_text
 
 NORMALIZE = ("raw", "cosine")
 FIRST_ORDER_VERSION = "1"
@@ -266,9 +267,8 @@ class _Work:
         self.stats["timings"]["warmup"] = time.perf_counter() - t0
         self.dir.mkdir(parents=True, exist_ok=True)
         for f, ck in zip(files, cks):
-            tmp = f.with_name(f".{f.name}.{uuid.uuid4().hex}.tmp")
-            save_file({k: v.contiguous() for k, v in ck.state.items()}, str(tmp))
-            os.replace(tmp, f)
+            with atomic_path(f) as tmp:  # the published file gets umask modes, not safetensors' 0600
+                save_file({k: v.contiguous() for k, v in ck.state.items()}, str(tmp))
         from shedkit.data.containers import atomic_write_json
 
         atomic_write_json(self.dir / "settings.json", self.settings)
@@ -348,14 +348,11 @@ class _RowCache:
         if features is not None and len(feature_ids):
             fd = self._features_dir()
             fd.mkdir(parents=True, exist_ok=True)
-            tmp = fd / f".part-{uuid.uuid4().hex}.tmp.npz"
-            np.savez(tmp, ids=np.array(feature_ids, dtype=str), features=features.astype(np.float32))
-            os.replace(tmp, fd / f"part-{uuid.uuid4().hex}.npz")
+            with atomic_path(fd / f"part-{uuid.uuid4().hex}.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, ids=np.array(feature_ids, dtype=str), features=features.astype(np.float32))
             self.feature_rows().update(zip(feature_ids, features))
         text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-        tmp = self.root / f".part-{uuid.uuid4().hex}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.root / f"part-{uuid.uuid4().hex}.jsonl")
+        atomic_write_text(self.root / f"part-{uuid.uuid4().hex}.jsonl", text)
         self.entries().update({e["id"]: e for e in entries})
 
     def dev_norm2(self) -> list[float] | None:
