@@ -155,7 +155,17 @@ class RowGuardOptions:
 class FirstOrderOptions(TargetOptions):
     """First-order row values: TracIn over the checkpoints of one short warm-up LoRA fine-tune."""
 
-    fo_normalize: Optional[str] = opt("First-order values: raw inner products (default) or cosine (LESS).")
+    fo_normalize: Optional[str] = opt("First-order values: raw inner products (default), cosine, or less (LESS: "
+                                      "Adam-preconditioned row gradients, centred on the pool's mean, cosine with "
+                                      "each target file's dev gradients, lr-weighted over checkpoints, max over "
+                                      "target files).")
+    fo_center: Optional[bool] = opt("First-order --fo-normalize less: subtract the pool's mean update direction from "
+                                    "each row's before the cosine (default on; off = LESS as published).",
+                                    flags=("--fo-center/--no-fo-center",))
+    fo_center_rows: Optional[int] = opt("First-order --fo-normalize less: pool rows (seeded sample) whose mean is the "
+                                        "centre (default 256; 0 = every row, one more pass over the pool).")
+    fo_task_reduce: Optional[str] = opt("First-order --fo-normalize less with several --target files: max (LESS; "
+                                        "default) or mean of the per-file values.")
     fo_checkpoints: Optional[int] = opt("First-order: warm-up checkpoints to sum over (default 2).")
     fo_warmup: Optional[float] = opt("First-order: warm-up rows, a share of the pool or a count (default 0.05).")
     fo_layers: Optional[int] = opt("First-order: LoRA on the last N decoder layers only (default all; fewer = faster backward).")
