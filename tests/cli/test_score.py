@@ -55,6 +55,22 @@ def test_score_matches_response_losses_and_reuses_the_cache(tmp_path, pool):
     assert (out / "scores.csv").read_bytes() == before
 
 
+def test_score_on_a_process_pool_equals_the_default_run(tmp_path, pool):
+    common = ["score", str(pool), "--model", "tiny-random", "--ifd", "--skip-empty", "--max-length", "64",
+              "--precision", "fp32", "--batch-size", "4"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "ca")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cb"),
+                 "--backend", "process", "--workers", "2", "--shard-size", "8"]) == 0
+    assert (tmp_path / "b" / "scores.csv").read_bytes() == (tmp_path / "a" / "scores.csv").read_bytes()
+    default, sharded = (json.loads((tmp_path / o / "manifest.json").read_text()) for o in ("a", "b"))
+    assert sharded["counts"] == default["counts"] and sharded["counts"]["computed"] == 11
+    assert sharded["execution"] == {"backend": "process", "workers": 2, "shard_size": 8}
+    assert "execution" not in default  # a default run's manifest is as before
+    # one cache part per shard (11 records in windows of 8 positions), under the default run's key
+    (key_a,), (key_b,) = ([d.name for d in (tmp_path / c / "losses").iterdir()] for c in ("ca", "cb"))
+    assert key_a == key_b and len(list((tmp_path / "cb" / "losses" / key_b).glob("part-*.jsonl"))) == 2
+
+
 def test_score_without_ifd_has_no_ifd_column(tmp_path, pool):
     out = tmp_path / "plain"
     assert main(["score", str(pool), "--model", "tiny-random", "--out", str(out), "--skip-empty",

@@ -140,7 +140,7 @@ def test_gpus_per_job_reaches_ray(monkeypatch):
 
 def test_shed_passes_gpus_per_job_and_defaults_to_one_gpu_on_cuda():
     from shedkit.pipeline.methods.base import MethodContext
-    from shedkit.pipeline.methods.shed import backend_options_for
+    from shedkit.pipeline.backends import backend_options_for
 
     def ctx(**options):
         return MethodContext(records=[], budget=1, seed=0, options=options, run_dir=None, cache_dir=None, method="shed-qocs")

@@ -54,7 +54,7 @@ def test_ifd_low_high_and_cherrys_rule(tmp_path, data):
 
 def test_response_alone_has_no_template_around_it():
     from shedkit.models.tiny import byte_tokenizer
-    from shedkit.pipeline.methods.row_filters import encode_response_plain
+    from shedkit.pipeline.row_scores import encode_response_plain
 
     tok = byte_tokenizer()
     tok.chat_template = (  # SmolLM2-style: a default system prompt when the conversation has none

@@ -6,7 +6,10 @@ loss have empty cells) and ``DIR/manifest.json``. ``loss`` is the model layer's
 turn of a multi-turn row); ``ifd`` is the instruction-following difficulty, loss of the last
 response with its prompt / without it. Losses are cached per (model, scoring settings, row id)
 in the shared cache, so a rerun or an interrupted run scores only the rows it lacks, and
-``shedkit select --method lobass`` with the same model and settings reuses them.
+``shedkit select --method lobass`` with the same model and settings reuses them. Rows are scored
+in shards of ``--shard-size`` rows (default 256), here or, with ``--backend process|ray``, on that
+backend's workers (``--workers``, ``--ray-address``, ``--gpus-per-job``): the same numbers and
+cache entries either way.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import typer
 
 from shedkit.cli.config import merge_config
 from shedkit.cli.flags import CacheFlag, ConfigFlag, InputFlags, ScoreFlags, with_flags
-from shedkit.pipeline.options import DeviceOptions
+from shedkit.pipeline.options import BackendOptions, DeviceOptions, ScoreOptions
 from shedkit.util.defaults import DEFAULT_MODEL
 
 
@@ -38,12 +41,19 @@ def score_pool(
     device: str | None = None,
     command: list[str] | None = None,
     progress: bool = True,
+    backend: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    gpus_per_job: float | None = None,
+    shard_size: int | None = None,
     **score_options: Any,
 ) -> dict[str, Path]:
     """Score every row of ``pool`` with ``model``; write scores.csv + manifest.json to ``out``.
 
     ``score_options`` are ``ScoreConfig`` fields (max_length, precision, batch_size,
-    max_batch_tokens, template). Returns the paths written.
+    max_batch_tokens, template). ``backend`` (None: in this process), ``workers``,
+    ``ray_address``, ``gpus_per_job``: where the shards of ``shard_size`` rows (default 256)
+    are scored, as ``BackendOptions`` say for ``shedkit select``. Returns the paths written.
     """
     from shedkit.data.containers import atomic_write_json, atomic_write_text, rows_to_csv_text
     from shedkit.data.pool import load_pool
@@ -58,17 +68,21 @@ def score_pool(
     with timer("load"):
         loaded = load_pool(pool, format=format, fields=fields, dedup=dedup, skip_empty=skip_empty)
     from shedkit.models.config import ScoreConfig
+    from shedkit.models.device import model_device
     from shedkit.models.loading import model_identity, shared_model
     from shedkit.models.losses import response_losses
+    from shedkit.pipeline.backends import chosen_backend
 
     config = ScoreConfig(**{k: v for k, v in score_options.items() if v is not None})
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     with timer("model"):
         lm, tokenizer = shared_model(model, device=device)
         model_id = model_identity(model)
-    with timer("score"):
+    execution = {"backend": backend, "workers": workers, "ray_address": ray_address, "gpus_per_job": gpus_per_job}
+    with timer("score"), chosen_backend(execution, {"device": str(model_device(lm))}) as be:
         res = response_losses(lm, tokenizer, loaded.records, config, ifd=ifd, on_empty="skip",
-                              cache_dir=cache, model_id=model_id, progress=progress)
+                              cache_dir=cache, model_id=model_id, progress=progress,
+                              backend=be, shard_size=shard_size, model_spec=model)
     n = len(loaded.records)
     columns = {"loss": res.column("loss", n), "n_tokens": res.column("n_tokens", n)}
     if ifd:
@@ -90,6 +104,9 @@ def score_pool(
         "cache_dir": str(cache),
         "environment": environment(),
     }
+    given = {k: v for k, v in {**execution, "shard_size": shard_size}.items() if v is not None}
+    if given:  # only when asked: a default run's manifest is as before
+        manifest["execution"] = given
     out.mkdir(parents=True, exist_ok=True)
     with timer("write"):
         scores = atomic_write_text(out / "scores.csv", rows_to_csv_text(header, body))
@@ -124,6 +141,8 @@ def score_command(
         max_length=params["max_length"], precision=params["precision"], batch_size=params["batch_size"],
         max_batch_tokens=params["max_batch_tokens"], template=params["template"], train_on=params["train_on"],
         chat_template=read_chat_template(params["chat_template"]) or None,
+        backend=params["backend"], workers=params["workers"], ray_address=params["ray_address"],
+        gpus_per_job=params["gpus_per_job"], shard_size=params["shard_size"],
     )
     console = Console(highlight=False)
     console.print(f"scored {params['pool']} with {params['model']}")
@@ -132,5 +151,7 @@ def score_command(
 
 
 def register(app: typer.Typer) -> None:
-    command = with_flags(ConfigFlag, InputFlags, CacheFlag, DeviceOptions, ScoreFlags)(score_command)
+    # ScoreOptions adds --shard-size (its other fields are ScoreFlags' batch_size / max_batch_tokens)
+    command = with_flags(ConfigFlag, InputFlags, CacheFlag, DeviceOptions, ScoreFlags, ScoreOptions, BackendOptions,
+                         skip=("score_batch_size",))(score_command)
     app.command("score", help="Per-row response losses (and IFD) of a pool under a model.")(command)

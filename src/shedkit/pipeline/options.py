@@ -118,6 +118,8 @@ class ScoreOptions:
 
     score_batch_size: Optional[int] = opt("Most rows in one scoring batch (default 16).")
     max_batch_tokens: Optional[int] = opt("Most tokens in one scoring batch (default 8192).")
+    shard_size: Optional[int] = opt("Rows per loss-scoring shard: each finished shard is one cache part, and one job "
+                                    "for --backend process/ray (default 256).")
 
 
 @dataclass
@@ -183,12 +185,25 @@ class ClusterValueOptions(FirstOrderOptions):
 
 @dataclass
 class BackendOptions:
-    """Where the independent fine-tune jobs run."""
+    """Where the independent jobs run: SHED's proxy fine-tunes, the shards of loss scoring
+    (mapped to a backend by ``pipeline/backends.py``)."""
 
     backend: Optional[str] = opt("sequential | process | ray (default sequential).")
     workers: Optional[int] = opt("Worker processes for --backend process.")
     ray_address: Optional[str] = opt("Existing Ray cluster address (default: a local one).")
-    gpus_per_job: Optional[float] = opt("Ray: GPUs reserved per fine-tune job (default 1 when fine-tunes run on CUDA, else 0).")
+    gpus_per_job: Optional[float] = opt("Ray: GPUs reserved per job, a fine-tune or a loss-scoring shard (default 1 when the jobs run on CUDA, else 0).")
+
+
+@dataclass
+class ShedOptions(CommonOptions, ClusteringOptions, ModelOptions, ValuationOptions, TrainOptions, BackendOptions,
+                  ClusterValueOptions):
+    """shed-qocs / shed-qwcs (``methods/shed.py``); shed-hybrid's options build on these."""
+
+    values: Optional[Path] = opt("CSV of cluster,value: skip valuation and only sample.")
+    temperature: Optional[float] = opt("QWCS softmax temperature (default from the values' spread).")
+
+
+ShedOptions.panel = "SHED options"  # as when these were declared in methods/shed.py
 
 
 # -- building and checking ----------------------------------------------------------------------

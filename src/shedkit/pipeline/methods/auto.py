@@ -18,7 +18,7 @@ it must be judged on another suite.
 
 The preset's own settings are fixed: an option that would change *which* rows are chosen
 (``filter_keep``, a target) is not an option of ``auto``; how rows are scored (model, device,
-precision, max_length, batch sizes) may be set. The manifest records the preset under
+precision, max_length, batch sizes, shard size, backend and workers) may be set. The manifest records the preset under
 ``method.preset``.
 """
 
@@ -29,7 +29,8 @@ from typing import Any
 
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
-from shedkit.pipeline.options import CommonOptions, DeviceOptions, ModelOptions, ScoreOptions, TrainOptions
+from shedkit.pipeline.options import (BackendOptions, CommonOptions, DeviceOptions, ModelOptions, ScoreOptions,
+                                      TrainOptions)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ VERSION = "1"  # bump only if the delegation itself changes; a preset's settings
 
 
 @dataclass
-class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions):
-    """How rows are scored; not which rows are kept (the preset fixes that)."""
+class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions, BackendOptions):
+    """How rows are scored (and where: ``backend``); not which rows are kept (the preset fixes that)."""
 
 
 def preset_for(method: str) -> Preset:

@@ -8,7 +8,8 @@
    config, the pool's record ids in order, the seed and the model-layer version; a rerun with
    the same key loads it instead of training. Adapters are applied to the ``model`` given for
    this run (not to the base an adapter file names), so L_base and L_ref always compare the
-   same base with and without the fine-tune; both are scored with the base's tokenizer.
+   same base with and without the fine-tune; both are scored with the base's tokenizer
+   (``pipeline/reference_model.py``, shared with shed-hybrid's learnability row score).
 2. **losses** -- L_base and L_ref per row through the model layer's ``response_losses``
    (mean loss over the response tokens; multi-turn rows: every assistant turn), length-sorted
    batches, cached per (model, row id) under ``<cache_dir>/losses`` and resumable.
@@ -34,30 +35,20 @@ undefined / easy / hard / no-quota), ``group`` (with ``quota_by``), ``ifd`` (wit
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from shedkit.data.records import Record
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
 from shedkit.pipeline.options import (CommonOptions, DeviceOptions, ModelOptions, RowGuardOptions, ScoreOptions,
-                                      TrainOptions, opt)
-from shedkit.pipeline.options import train_config_from as _train_config
+                                      TrainOptions, opt, train_config_from)
+from shedkit.pipeline.reference_model import reference_model
+from shedkit.pipeline.row_scores import group_labels, model_losses, score_config_from
 from shedkit.selectors.learnability import guard_masks, parse_quota, select_learnable
 from shedkit.util.defaults import DEFAULT_MODEL
-
-DEFAULT_CHECKPOINT_EVERY = 50  # optimiser steps between reference checkpoints (~4 min of SmolLM2 on 2 CPU cores)
-SCORE_OPTIONS = {"max_length": "max_length", "precision": "precision", "template": "template",
-                 "train_on": "train_on", "chat_template": "chat_template",
-                 "score_batch_size": "batch_size", "max_batch_tokens": "max_batch_tokens"}
-
 
 
 @dataclass
@@ -81,7 +72,7 @@ def run(ctx: MethodContext) -> MethodResult:
     base_model, tokenizer = shared_model(model_spec, device=device)
     base_id = model_identity(model_spec)
     ifd = bool(ctx.option("ifd", False))
-    base = _losses(base_model, tokenizer, ctx, score_config, base_id, ifd=ifd)
+    base = model_losses(base_model, tokenizer, ctx, score_config, base_id, ifd=ifd, spec=model_spec)
     timings["base_losses"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -89,7 +80,7 @@ def run(ctx: MethodContext) -> MethodResult:
     timings["reference"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ref = _losses(ref_model, tokenizer, ctx, score_config, ref_id, ifd=False)
+    ref = model_losses(ref_model, tokenizer, ctx, score_config, ref_id, ifd=False)
     timings["ref_losses"] = time.perf_counter() - t0
     del ref_model
 
@@ -139,37 +130,6 @@ def lobass_truncation(tokenizer, records, train_config, score_config, ref_info) 
     return out
 
 
-# -- settings ---------------------------------------------------------------------------
-
-def train_config_from(ctx: MethodContext):
-    """The reference fine-tune's TrainConfig from the options named like its fields."""
-    return _train_config(ctx)
-
-
-def score_config_from(ctx: MethodContext):
-    from shedkit.models.config import ScoreConfig
-
-    values = {field_: ctx.option(opt) for opt, field_ in SCORE_OPTIONS.items() if ctx.option(opt) is not None}
-    return ScoreConfig(**values)
-
-
-def group_labels(records: Sequence[Record], quota_by: str | None, quota) -> list[str] | None:
-    """Each record's value of the pool column ``quota_by`` as a string (None without it)."""
-    if quota_by is None:
-        if quota:
-            raise ShedkitError("--quota needs --quota-by COLUMN (the column of the pool rows the groups are read from)")
-        return None
-    parse_quota(quota)  # fail on a bad quota before any model work
-    labels = []
-    for r in records:
-        value = r.row.get(quota_by) if hasattr(r.row, "get") else None
-        if value is None:
-            columns = sorted(r.row)[:20] if hasattr(r.row, "keys") else []
-            raise ShedkitError(f"--quota-by {quota_by!r}: row {r.index} has no value in that column (columns: {columns})")
-        labels.append(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
-    return labels
-
-
 def precheck_budget(ctx: MethodContext) -> None:
     """Fail before any model work when the guards alone leave fewer rows than the budget."""
     from shedkit.models.encode import has_empty_response
@@ -184,137 +144,3 @@ def precheck_budget(ctx: MethodContext) -> None:
             f"{int(easy.sum())} dropped by easy_quantile, {int(hard.sum())} by hard_quantile), fewer than the budget "
             f"{ctx.budget}; lower the budget or the guard quantiles"
         )
-
-
-def _losses(model, tokenizer, ctx: MethodContext, config, model_id: str, ifd: bool):
-    from shedkit.models.losses import response_losses
-
-    return response_losses(model, tokenizer, ctx.records, config, ifd=ifd, on_empty="skip",
-                           cache_dir=ctx.cache_dir, model_id=model_id, progress=bool(ctx.option("progress", True)))
-
-
-# -- the reference model ----------------------------------------------------------------
-
-def reference_key(model_spec: str, train_config, records: Sequence[Record], seed: int) -> str:
-    from shedkit.models.config import MODEL_LAYER_VERSION, records_fingerprint, stable_hash
-
-    return stable_hash({
-        "kind": "lobass-reference", "model": _identity(model_spec), "train": train_config.to_dict(),
-        "pool": records_fingerprint(records), "seed": int(seed), "version": MODEL_LAYER_VERSION,
-    })
-
-
-def reference_model(ctx: MethodContext, model_spec: str, base_model, tokenizer, train_config):
-    """``(model, identity, info)``: the reference, ready to score (adapters merged)."""
-    from shedkit.models.loading import model_identity
-
-    user = ctx.option("reference")
-    if user is not None:
-        path = Path(str(user)).expanduser()
-        if path.exists():
-            if not path.is_dir() or not ((path / "adapter_config.json").exists() or (path / "config.json").exists()):
-                raise ShedkitError(f"--reference {user}: not a model or adapter directory "
-                                   "(no adapter_config.json or config.json in it)")
-        elif os.sep in str(user) or str(user).startswith((".", "~")):
-            raise ShedkitError(f"--reference {user}: no such directory")
-        model, kind = load_reference(str(user), base_model, ctx.option("device"))
-        ident = model_identity(str(user)) + (f"+base:{model_identity(model_spec)}" if kind == "adapter" else "")
-        return model, ident, {"source": "user", "path": str(user), "kind": kind, **_recorded(path)}
-
-    key = reference_key(model_spec, train_config, ctx.records, ctx.seed)
-    out = Path(ctx.cache_dir) / "references" / key
-    source = "cached"
-    stats = None
-    if not _is_saved(out):
-        every = ctx.option("checkpoint_every")
-        stats = train_reference(out, model_spec, base_model, tokenizer, ctx.records, train_config, ctx.seed,
-                                progress=bool(ctx.option("progress", True)),
-                                checkpoint_every=DEFAULT_CHECKPOINT_EVERY if every is None else int(every))
-        source = "trained" if stats is not None else "cached"
-    model, kind = load_reference(str(out), base_model, ctx.option("device"))
-    info = {"source": source, "path": str(out), "key": key, "kind": kind, "train_config": train_config.to_dict(),
-            **_recorded(out)}
-    if stats is not None:
-        info["resumed_from_step"] = stats.resumed_from_step
-    return model, f"lobass-reference:{key}", info
-
-
-def _identity(spec: str) -> str:
-    from shedkit.models.loading import model_identity
-
-    return model_identity(spec)
-
-
-def _is_saved(path: Path) -> bool:
-    return (path / "shedkit_train.json").exists()
-
-
-def checkpoint_dir(out: Path) -> Path:
-    """Where the reference fine-tune keyed ``out`` keeps its checkpoints while it trains."""
-    return out.parent / f"{out.name}.checkpoints"
-
-
-def train_reference(out: Path, model_spec: str, base_model, tokenizer, records, train_config, seed: int,
-                    progress: bool = True, checkpoint_every: int = 0):
-    """Fine-tune the base on ``records`` and save it at ``out``; the training stats, or None
-    when another process saved the same reference first.
-
-    With ``checkpoint_every`` > 0 the fine-tune checkpoints every that many optimiser steps
-    next to ``out`` (``<key>.checkpoints``); a killed run resumes from the last checkpoint
-    (``stats.resumed_from_step``) and the checkpoints are removed once the reference is saved."""
-    import shutil
-
-    # from the submodule: once it is imported, ``shedkit.models.finetune`` names the module
-    from shedkit.models import finetune as ft
-
-    ckpt = checkpoint_dir(out) if checkpoint_every > 0 else None
-    result = ft.finetune(base_model, tokenizer, records, train_config, seed, progress=progress,
-                         checkpoint_dir=ckpt, checkpoint_every=checkpoint_every)
-    result.base_model = model_spec  # so the saved directory names its base
-    try:
-        ft.save_finetuned(result, out)
-    except ShedkitError:
-        if _is_saved(out):  # a concurrent run saved the same key first: same weights, keep it
-            return None
-        raise
-    if ckpt is not None:
-        shutil.rmtree(ckpt, ignore_errors=True)
-    return result.stats
-
-
-def load_reference(spec: str, base_model, device=None):
-    """The reference as one merged model: an adapter directory is applied to a copy of
-    ``base_model`` and merged; anything else is loaded by the model layer."""
-    path = Path(spec).expanduser()
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        from shedkit.models.finetune import quiet_peft
-
-        try:
-            with quiet_peft():
-                model = PeftModel.from_pretrained(copy.deepcopy(base_model), str(path)).merge_and_unload()
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise ShedkitError(f"--reference {spec}: cannot apply this adapter to the base model: {exc}") from exc
-        model.eval()
-        return model, "adapter"
-    from shedkit.models.loading import load_model
-
-    model, _ = load_model(spec, device=device)
-    return model, "model"
-
-
-def _recorded(path: Path) -> dict[str, Any]:
-    """What a save_finetuned directory says about itself (base, seed, training stats)."""
-    meta = path / "shedkit_train.json"
-    if not meta.exists():
-        return {}
-    try:
-        data = json.loads(meta.read_text())
-    except ValueError:
-        return {}
-    stats = dict(data.get("stats") or {})
-    losses = stats.pop("step_losses", None) or []
-    if losses:
-        stats["first_step_loss"], stats["last_step_loss"] = losses[0], losses[-1]
-    return {"base_model": data.get("base_model"), "seed": data.get("seed"), "train_stats": stats}

@@ -40,13 +40,14 @@ from typing import Optional
 
 from shedkit.errors import ShedkitError
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
-from shedkit.pipeline.options import (CommonOptions, DeviceOptions, ModelOptions, RowGuardOptions, ScoreOptions,
-                                      TrainOptions, opt)
+from shedkit.pipeline.options import (BackendOptions, CommonOptions, DeviceOptions, ModelOptions, RowGuardOptions,
+                                      ScoreOptions, TrainOptions, opt)
+from shedkit.pipeline.row_scores import base_loss_column, group_labels, ifd_ratio, response_alone_losses
 from shedkit.util.defaults import DEFAULT_MODEL
 
 
 @dataclass
-class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions, RowGuardOptions):
+class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOptions, RowGuardOptions, BackendOptions):
     ifd_order: Optional[str] = opt("--method ifd: low (default; lowest IFD first) or high (Cherry's).")
     ifd_drop_ge1: Optional[bool] = opt("--method ifd: never select rows with IFD >= 1 (Cherry's rule).",
                                        flags=("--ifd-drop-ge1/--ifd-keep-ge1",))
@@ -54,8 +55,6 @@ class Options(CommonOptions, DeviceOptions, ModelOptions, TrainOptions, ScoreOpt
 
 
 def run(ctx: MethodContext) -> MethodResult:
-    from shedkit.pipeline.methods.first_order import base_loss_column
-    from shedkit.pipeline.methods.lobass import group_labels
     from shedkit.selectors.learnability import select_by_score
 
     if ctx.method == "filtered-random":
@@ -98,7 +97,6 @@ def run(ctx: MethodContext) -> MethodResult:
 
 
 def run_filtered_random(ctx: MethodContext) -> MethodResult:
-    from shedkit.pipeline.methods.first_order import base_loss_column
     from shedkit.selectors.hybrid import loss_ifd_score
 
     keep = float(ctx.option("filter_keep", 0.75))
@@ -128,63 +126,3 @@ def run_filtered_random(ctx: MethodContext) -> MethodResult:
     info = {"model": str(ctx.option("model", DEFAULT_MODEL)), "base_losses": loss_info, "response_alone": alone_info,
             "filter_keep": keep, "passed": n_pass, "scored": int(len(scored))}
     return MethodResult(selected=np.sort(selected), columns=columns, info=info, timings=timings)
-
-
-def ifd_ratio(loss, alone) -> np.ndarray:
-    """IFD = loss(response | instruction) / loss(response alone); NaN where the latter is not > 0."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(alone > 0, loss / alone, np.nan)
-
-
-def encode_response_plain(tokenizer, record, max_length: int, template: str = "auto"):
-    """The last response's target text (content + end-of-turn marker, as the row's own
-    rendering marks it) after one start token, no template around it."""
-    from shedkit.data.records import Turn
-    from shedkit.models.encode import Encoded, render
-
-    text, spans = render(tokenizer, (Turn("assistant", record.response),), template)
-    start, end = spans[-1]
-    ids = tokenizer(text[start:end], add_special_tokens=False)["input_ids"][: max_length - 1]
-    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids = np.asarray([int(first if first is not None else 0), *ids], dtype=np.int64)
-    groups = np.ones(len(ids), dtype=np.int16)
-    groups[0] = 0
-    return Encoded(ids, groups)
-
-
-def response_alone_losses(ctx: MethodContext):
-    """Mean loss of each row's last response alone (see ``encode_response_plain``), cached
-    per row under ``<cache_dir>/losses/<key>`` like every other loss."""
-    from shedkit.models.config import ScoreConfig
-    from shedkit.models.device import model_device
-    from shedkit.models.encode import has_empty_response
-    from shedkit.models.loading import model_identity, shared_model
-    from shedkit.models.losses import LossCache, loss_cache_key
-    from shedkit.models.scoring import pad_id_of, token_logprobs
-    from shedkit.pipeline.methods.lobass import score_config_from
-
-    spec = str(ctx.option("model", DEFAULT_MODEL))
-    model, tok = shared_model(spec, device=ctx.option("device"))
-    config: ScoreConfig = score_config_from(ctx)
-    key, meta = loss_cache_key(model_identity(spec), config, model_device(model).type)
-    meta = {**meta, "kind": "response-alone-plain"}
-    from shedkit.models.config import stable_hash
-
-    cache = LossCache(ctx.cache_dir, stable_hash(meta), meta)
-    known = cache.entries()
-    n = len(ctx.records)
-    todo = [i for i, r in enumerate(ctx.records) if not has_empty_response(r) and r.id not in known]
-    if todo:
-        seqs = [encode_response_plain(tok, ctx.records[i], config.max_length, config.template) for i in todo]
-        lps = token_logprobs(model, seqs, pad_id_of(tok), batch_size=config.batch_size,
-                             max_batch_tokens=config.max_batch_tokens, precision=config.precision,
-                             progress=bool(ctx.option("progress", True)), desc="IFD: responses alone")
-        cache.add([{"id": ctx.records[i].id, "loss_alone": float(-lp.mean()) if len(lp) else None}
-                   for i, lp in zip(todo, lps)])
-        known = cache.entries()
-    out = np.full(n, np.nan)
-    for i, r in enumerate(ctx.records):
-        v = known.get(r.id, {}).get("loss_alone")
-        if v is not None:
-            out[i] = v
-    return out, {"computed": len(todo), "cached": n - len(todo), "key": stable_hash(meta)}

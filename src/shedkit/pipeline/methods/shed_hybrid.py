@@ -1,7 +1,7 @@
 """--method shed-hybrid: SHED's cluster values decide how many rows each cluster gets; inside a
 cluster rows go best-first by a row score.
 
-1. cluster the pool (``shed_sampling.clustering_for``, shared with SHED);
+1. cluster the pool (``cluster_sampling.clustering_for``, shared with SHED);
 2. cluster values: ``cluster_value`` "shapley" (default: SHED's proxy fine-tunes, the same
    cached v(S) as shed-qocs/shed-qwcs), "first-order" (the sum or mean -- ``cluster_value_reduce``
    -- of the first-order values of the cluster's rows: no extra fine-tune), or a
@@ -31,9 +31,16 @@ from dataclasses import dataclass
 from typing import Optional
 
 from shedkit.errors import ShedkitError
+from shedkit.pipeline.cluster_sampling import clustering_for, values_by_cluster
+from shedkit.pipeline.first_order_values import (first_order_cluster_values, first_order_columns, first_order_fit,
+                                                 first_order_info)
 from shedkit.pipeline.methods.base import MethodContext, MethodResult
-from shedkit.pipeline.methods.shed import Options as ShedOptions
-from shedkit.pipeline.options import ScoreOptions, opt
+from shedkit.pipeline.options import ScoreOptions, ShedOptions, opt, train_config_from
+from shedkit.pipeline.reference_model import reference_model
+from shedkit.pipeline.row_scores import (base_loss_column, ifd_ratio, model_losses, response_alone_losses,
+                                         score_config_from)
+from shedkit.pipeline.shed_values import valuation_info, value_proxies
+from shedkit.pipeline.targets import load_targets
 from shedkit.selectors.hybrid import ROW_ORDERS, ROW_SCORES, loss_ifd_score
 from shedkit.util.defaults import DEFAULT_MODEL
 
@@ -53,7 +60,6 @@ CLUSTER_VALUES = ("shapley", "first-order")
 
 
 def run(ctx: MethodContext) -> MethodResult:
-    from shedkit.pipeline.methods.shed_sampling import clustering_for
     from shedkit.selectors.hybrid import hybrid_select
 
     sampler = str(ctx.option("sampler", "qocs"))
@@ -82,8 +88,6 @@ def run(ctx: MethodContext) -> MethodResult:
 
     fit = None
     if row_score == "first-order" or source == "first-order":
-        from shedkit.pipeline.methods.first_order import first_order_columns, first_order_fit, first_order_info
-
         t0 = time.perf_counter()
         fit = first_order_fit(ctx)
         timings["first_order"] = time.perf_counter() - t0
@@ -117,23 +121,6 @@ def run(ctx: MethodContext) -> MethodResult:
     return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
 
 
-def first_order_cluster_values(labels, row_values, n_clusters: int, reduce: str = "sum") -> dict[int, float]:
-    """Each cluster's value: the sum (or mean) of its rows' finite first-order values; a
-    cluster with none gets the lowest value of the others (it is taken last)."""
-    if reduce not in ("sum", "mean"):
-        raise ShedkitError(f"--cluster-value-reduce must be 'sum' or 'mean', not {reduce!r}")
-    labels = np.asarray(labels)
-    values = np.asarray(row_values, dtype=np.float64)
-    out: dict[int, float] = {}
-    for c in range(n_clusters):
-        v = values[(labels == c) & np.isfinite(values)]
-        out[c] = float(v.sum() if reduce == "sum" else v.mean()) if len(v) else float("nan")
-    finite = [v for v in out.values() if np.isfinite(v)]
-    if not finite:
-        raise ShedkitError("no row has a first-order value: cannot value the clusters")
-    return {c: (v if np.isfinite(v) else min(finite)) for c, v in out.items()}
-
-
 def _cluster_values(ctx: MethodContext, clustering, source: str, fit, info: dict) -> dict[int, float]:
     if source == "file":
         from shedkit.selectors.samplers import read_cluster_values
@@ -144,9 +131,6 @@ def _cluster_values(ctx: MethodContext, clustering, source: str, fit, info: dict
         reduce = str(ctx.option("cluster_value_reduce", "sum"))
         info["cluster_value_reduce"] = reduce
         return first_order_cluster_values(clustering.labels, fit.result_.values, clustering.n_clusters, reduce)
-    from shedkit.pipeline.methods.shed import load_targets, valuation_info, value_proxies
-    from shedkit.pipeline.methods.shed_sampling import values_by_cluster
-
     proxies = [ctx.records[i] for i in clustering.proxies.tolist()]
     valuation, utility_stats, settings = value_proxies(ctx, proxies, load_targets(ctx.option("target")))
     (ctx.run_dir / "work").mkdir(parents=True, exist_ok=True)
@@ -161,16 +145,12 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
         return None
     if row_score == "first-order":
         return np.asarray(fit.result_.values, dtype=np.float64)
-    from shedkit.pipeline.methods.first_order import base_loss_column
-
     loss, loss_info = base_loss_column(ctx)
     columns["loss_base"] = loss.tolist()
     info["base_losses"] = loss_info
     if row_score == "loss":
         return -loss
     if row_score in ("ifd", "loss-ifd"):
-        from shedkit.pipeline.methods.row_filters import ifd_ratio, response_alone_losses
-
         alone, alone_info = response_alone_losses(ctx)
         ifd = ifd_ratio(loss, alone)
         columns["ifd"] = ifd.tolist()
@@ -180,33 +160,13 @@ def _row_scores(ctx: MethodContext, row_score: str, fit, columns: dict, info: di
         return loss_ifd_score(loss, ifd)
     # learnability: LoBaSS's reference model and scores
     from shedkit.models.loading import shared_model
-    from shedkit.pipeline.methods.lobass import _losses, reference_model, score_config_from, train_config_from
     from shedkit.selectors.learnability import learnability
 
     spec = str(ctx.option("model", DEFAULT_MODEL))
     base, tok = shared_model(spec, device=ctx.option("device"))
     ref_model, ref_id, ref_info = reference_model(ctx, spec, base, tok, train_config_from(ctx))
-    ref = _losses(ref_model, tok, ctx, score_config_from(ctx), ref_id, ifd=False)
+    ref = model_losses(ref_model, tok, ctx, score_config_from(ctx), ref_id, ifd=False)
     scores = learnability(loss, ref.column("loss", len(ctx.records)))
     columns["learnability"] = scores.tolist()
     info["reference"] = ref_info
     return scores
-
-
-def run_shed_first_order(ctx: MethodContext, sampler: str) -> MethodResult:
-    """SHED (``--cluster-value first-order``): cluster values are sums or means of the rows'
-    first-order values (no proxy fine-tunes), then SHED's own QOCS/QWCS sampling."""
-    from shedkit.pipeline.methods.first_order import first_order_columns, first_order_fit, first_order_info
-    from shedkit.pipeline.methods.shed_sampling import clustering_for, sampling_result
-
-    clustering = clustering_for(ctx)
-    t0 = time.perf_counter()
-    fit = first_order_fit(ctx)
-    seconds = time.perf_counter() - t0
-    reduce = str(ctx.option("cluster_value_reduce", "sum"))
-    values = first_order_cluster_values(clustering.labels, fit.result_.values, clustering.n_clusters, reduce)
-    result = sampling_result(ctx, clustering, values, sampler)
-    result.columns.update(first_order_columns(fit))
-    result.info.update(cluster_value="first-order", cluster_value_reduce=reduce, first_order=first_order_info(fit))
-    result.timings["value"] = seconds
-    return result
