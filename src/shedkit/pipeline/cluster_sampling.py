@@ -46,22 +46,12 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
     from shedkit.embed import get_embedder
 
     embedder = get_embedder(ctx.option("embedder", DEFAULT_EMBEDDER), device=ctx.option("device"))
-    settings = {
-        "embedder": embedder.identity,
-        "clusters": ctx.option("clusters"),
-        "backend": resolve_backend(ctx.option("cluster_backend", "auto")),
-        "seed": cluster_seed(ctx),
-        "max_iter": int(ctx.option("kmeans_iters", 50)),
-        "embed_system": bool(ctx.option("embed_system", False)),  # system prompts in the embedded text
-    }
+    settings = clustering_settings(ctx, embedder)
+    saved = saved_clustering(ctx, settings)
+    if saved is not None:
+        return saved
     ids = [r.id for r in ctx.records]
     work = ctx.run_dir / "work" / "clusters"
-    try:
-        saved = ClusteringResult.load(work, ids=ids)
-        if saved.info.get("settings") == settings:
-            return saved
-    except (ShedkitError, OSError, ValueError):
-        pass  # nothing (valid) saved yet
     result = cluster_records(
         ctx.records, n_clusters=settings["clusters"], embedder=embedder, cache_dir=ctx.cache_dir,
         seed=settings["seed"], backend=settings["backend"], batch_size=int(ctx.option("embed_batch_size", 64)),
@@ -70,6 +60,33 @@ def clustering_for(ctx: MethodContext, progress: bool | None = None) -> Clusteri
     result.info["settings"] = settings
     result.save(work, ids=ids, with_embeddings=False)
     return result
+
+
+def clustering_settings(ctx: MethodContext, embedder) -> dict:
+    """What a saved clustering must have been made with to be reused."""
+    return {
+        "embedder": embedder.identity,
+        "clusters": ctx.option("clusters"),
+        "backend": resolve_backend(ctx.option("cluster_backend", "auto")),
+        "seed": cluster_seed(ctx),
+        "max_iter": int(ctx.option("kmeans_iters", 50)),
+        "embed_system": bool(ctx.option("embed_system", False)),  # system prompts in the embedded text
+    }
+
+
+def saved_clustering(ctx: MethodContext, settings: dict | None = None) -> ClusteringResult | None:
+    """The clustering saved under ``run_dir/work/clusters`` for this pool with these settings
+    (default: ``ctx``'s), or None."""
+    if settings is None:
+        from shedkit.embed import get_embedder
+
+        settings = clustering_settings(ctx, get_embedder(ctx.option("embedder", DEFAULT_EMBEDDER),
+                                                         device=ctx.option("device")))
+    try:
+        saved = ClusteringResult.load(ctx.run_dir / "work" / "clusters", ids=[r.id for r in ctx.records])
+    except (ShedkitError, OSError, ValueError):
+        return None  # nothing (valid) saved yet
+    return saved if saved.info.get("settings") == settings else None
 
 
 def values_by_cluster(clustering: ClusteringResult, records, proxy_values: Mapping[str, float]) -> dict[int, float]:

@@ -56,6 +56,11 @@ class CommonOptions:
     """Options every method takes."""
 
     progress: Optional[bool] = opt("Show progress bars with ETA (default on).", flags=("--progress/--no-progress",))
+    dry_run: Optional[bool] = opt("Plan the run and exit: print each stage with its work, estimated time here (a small "
+                                  "sample timed) and on a GPU (from FLOPs), and memory; write work/dry_run.json. "
+                                  "Nothing is selected.", flags=("--dry-run/--no-dry-run",))
+    dry_run_gpu: Optional[str] = opt("--dry-run: the GPU to estimate for: A100-80GB | H100-SXM | H200 | L4 "
+                                     "(default H100-SXM).")
 
 
 @dataclass
@@ -139,7 +144,6 @@ class ValuationOptions(TargetOptions):
     truncation: Optional[float] = opt("Permutation estimators: stop a walk within this relative tolerance of where it ends (v(full) adding, v(∅) removing); the rest get 0.")
     antithetic: Optional[bool] = opt("Permutation estimators: follow each permutation by its reverse.", flags=("--antithetic/--no-antithetic",))
     surrogate: Optional[Path] = opt("cv: per-proxy surrogate values, JSON {id: value} or CSV id,value (default: a linear model fitted on the fine-tunes so far).")
-    dry_run: Optional[bool] = opt("Print the planned fine-tunes, time one real fine-tune, print the estimated wall time, and exit.", flags=("--dry-run/--no-dry-run",))
     value_seed: Optional[int] = opt("Seed of the Shapley permutations and proxy fine-tunes (default --seed); with it and --cluster-seed set, a new --seed only samples anew.")
 
 

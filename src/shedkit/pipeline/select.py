@@ -124,6 +124,10 @@ def select(
             records=pool.records, budget=n, seed=int(seed), options=dict(options),
             run_dir=out_dir if out_dir is not None else cache / "scratch", cache_dir=cache, method=method,
         )
+        if options.get("dry_run"):  # plan, print, write work/dry_run.json and raise DryRunFinished
+            from shedkit.pipeline.planning import dry_run
+
+            dry_run(ctx, load_seconds=timer.seconds.get("load"))
         with timer("select"):
             result = run(ctx)
         positions = _check_selection(result, n, len(pool.records), method)

@@ -40,24 +40,12 @@ def _load_finished_valuation(work, stage: dict):
         return None
 
 
-def value_proxies(ctx: MethodContext, proxies, dev):
-    """Shapley values of the proxies (keyed by record id) and the fine-tune counts.
-
-    The stage's result is ``work/valuation.json``, written the moment valuation ends, then its
-    completion marker ``work/valuation.done.json`` (the settings it was made with); a rerun with
-    the same settings loads it instead of valuing again (each v(S) is also cached on its own,
-    so an interrupted valuation resumes without repeating a finished fine-tune).
-
-    Estimator options: ``estimator`` (shed | mc | tmc | antithetic | msr | stratified | cv |
-    regression), ``removal_k``/``group_credit`` (shed), ``tmc_rtol`` (tmc), ``truncation`` (relative
-    tolerance, any permutation estimator; for shed a walk stops once v(S) is that close to
-    v(∅)), ``antithetic`` (any permutation estimator), ``surrogate`` (cv: a JSON {proxy id:
-    value} or CSV id,value file; default a linear model fitted on the fine-tunes so far).
-    With ``dry_run`` it prints the planned fine-tunes, times one real fine-tune, prints the
-    estimated wall time and raises ``DryRunFinished``."""
-    from shedkit.data.containers import atomic_write_json
+def _valuation(ctx: MethodContext, proxies, dev) -> dict:
+    """What valuing ``proxies`` against ``dev`` needs (the score, its cache, the estimator and
+    its stopping rule, the backend's name and options), shared by :func:`value_proxies` and
+    :func:`valuation_plan`."""
     from shedkit.models import Objective, ScoreConfig, SubsetScore
-    from shedkit.value import CachedUtility, build_stopping_rule, describe_stopping, make_estimator
+    from shedkit.value import CachedUtility, build_stopping_rule, make_estimator
 
     train_config = train_config_from(ctx)
     model = ctx.option("model", DEFAULT_MODEL)
@@ -87,17 +75,38 @@ def value_proxies(ctx: MethodContext, proxies, dev):
     }
     stage = {"settings_hash": settings_hash, "estimator": estimator_name, "params": params, "stopping": str(stop),
              "seed": seed, "players": sorted(players)}
+    return {"utility": utility, "stop": stop, "estimator": estimator, "players": players, "backend": backend_name,
+            "backend_options": backend_options, "settings": settings, "stage": stage}
+
+
+def value_proxies(ctx: MethodContext, proxies, dev):
+    """Shapley values of the proxies (keyed by record id) and the fine-tune counts.
+
+    The stage's result is ``work/valuation.json``, written the moment valuation ends, then its
+    completion marker ``work/valuation.done.json`` (the settings it was made with); a rerun with
+    the same settings loads it instead of valuing again (each v(S) is also cached on its own,
+    so an interrupted valuation resumes without repeating a finished fine-tune).
+
+    Estimator options: ``estimator`` (shed | mc | tmc | antithetic | msr | stratified | cv |
+    regression), ``removal_k``/``group_credit`` (shed), ``tmc_rtol`` (tmc), ``truncation`` (relative
+    tolerance, any permutation estimator; for shed a walk stops once v(S) is that close to
+    v(∅)), ``antithetic`` (any permutation estimator), ``surrogate`` (cv: a JSON {proxy id:
+    value} or CSV id,value file; default a linear model fitted on the fine-tunes so far).
+    ``--dry-run`` never gets here: it plans the stage with :func:`valuation_plan`."""
+    from shedkit.data.containers import atomic_write_json
+    from shedkit.value import describe_stopping
+
+    v = _valuation(ctx, proxies, dev)
+    utility, estimator, players, stage = v["utility"], v["estimator"], v["players"], v["stage"]
     work = ctx.run_dir / "work"
-    finished = None if ctx.option("dry_run") else _load_finished_valuation(work, stage)
+    finished = _load_finished_valuation(work, stage)
     if finished is not None:
-        return finished, {**utility.stats(), "stage": "loaded from " + str(work / VALUATION)}, settings
+        return finished, {**utility.stats(), "stage": "loaded from " + str(work / VALUATION)}, v["settings"]
     from shedkit.execute.backends import get_backend
 
-    backend = get_backend(backend_name, **backend_options)
+    backend = get_backend(v["backend"], **v["backend_options"])
     try:
-        print(describe_stopping(stop, estimator.evaluations_per_permutation(len(players))), file=sys.stderr)
-        if ctx.option("dry_run"):
-            dry_run(ctx, estimator, utility, players, backend)
+        print(describe_stopping(v["stop"], estimator.evaluations_per_permutation(len(players))), file=sys.stderr)
         valuation = estimator.fit(utility, players=players, backend=backend).result_
     finally:
         backend.close()
@@ -105,7 +114,29 @@ def value_proxies(ctx: MethodContext, proxies, dev):
     (work / VALUATION_DONE).unlink(missing_ok=True)
     valuation.save(work / VALUATION)
     atomic_write_json(work / VALUATION_DONE, stage)
-    return valuation, utility.stats(), settings
+    return valuation, utility.stats(), v["settings"]
+
+
+def valuation_plan(ctx: MethodContext, proxies, dev) -> dict:
+    """SHED's ``--dry-run`` stage: the fine-tunes the estimator and stopping rules allow
+    (``plan_run``), one of them timed for real (stored in the v(S) cache, so it is not wasted;
+    an entry already cached gives its recorded time) and the estimated wall time on the
+    backend's workers."""
+    from shedkit.execute.backends import get_backend
+    from shedkit.value import describe_stopping
+    from shedkit.value.planning import estimate_wall_time, plan_run, time_one_evaluation
+
+    v = _valuation(ctx, proxies, dev)
+    backend = get_backend(v["backend"], **v["backend_options"])
+    try:
+        print(describe_stopping(v["stop"], v["estimator"].evaluations_per_permutation(len(v["players"]))),
+              file=sys.stderr)
+        plan = plan_run(v["estimator"], len(v["players"]), backend.parallelism)
+    finally:
+        backend.close()
+    plan["timing"] = time_one_evaluation(v["utility"], v["players"], seed=ctx.seed)
+    plan["estimated_seconds"] = estimate_wall_time(plan, plan["timing"]["seconds"])
+    return plan
 
 
 def estimator_params(ctx: MethodContext, name: str, players) -> dict:
@@ -152,20 +183,6 @@ def read_surrogate(path, players) -> dict[str, float]:
     if missing:
         raise ShedkitError(f"{path}: no surrogate value for {len(missing)} proxy id(s), e.g. {missing[0]!r}")
     return {p: data[p] for p in players}
-
-
-def dry_run(ctx: MethodContext, estimator, utility, players, backend) -> None:
-    """Print the plan (fine-tunes, one timed for real, wall time), save it, and stop the run."""
-    from shedkit.data.containers import atomic_write_json
-    from shedkit.value.planning import (DryRunFinished, estimate_wall_time, format_plan, plan_run,
-                                        time_one_evaluation)
-
-    plan = plan_run(estimator, len(players), backend.parallelism)
-    plan["timing"] = time_one_evaluation(utility, players, seed=ctx.seed)
-    plan["estimated_seconds"] = estimate_wall_time(plan, plan["timing"]["seconds"])
-    atomic_write_json(ctx.run_dir / "work" / "dry_run.json", plan)
-    print(format_plan(plan), file=sys.stderr)
-    raise DryRunFinished(plan)
 
 
 def valuation_info(valuation) -> dict:

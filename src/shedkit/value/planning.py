@@ -1,8 +1,9 @@
 """Planning a valuation before it runs: planned fine-tunes, one timed, estimated wall time.
 
-``--dry-run`` uses it: ``plan_run`` counts the evaluations the estimator and rules allow,
-``time_one_evaluation`` runs (or reads from the cache) one representative fine-tune, and
-``format_plan`` prints the estimate; ``DryRunFinished`` carries the plan out of the pipeline.
+SHED's stage of ``--dry-run`` (``shedkit.pipeline.planning``) uses it: ``plan_run`` counts the
+evaluations the estimator and rules allow, ``time_one_evaluation`` runs (or reads from the
+cache) one representative fine-tune, and ``format_plan`` prints the estimate;
+``DryRunFinished`` carries the plan out of the pipeline.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import numpy as np
 
 
 class DryRunFinished(Exception):
-    """Raised after a dry run printed its plan; ``plan`` holds it. The CLI exits 0 on it."""
+    """Raised after a dry run printed its plan; ``plan`` holds it. The CLI exits 0 on it.
+    Every method's ``--dry-run`` raises it (``shedkit.pipeline.planning``); SHED's valuation
+    plan is one of the stages, its keys also at the top of the plan."""
 
     def __init__(self, plan: dict[str, Any]):
-        super().__init__(format_plan(plan))
+        super().__init__(plan.get("summary") or format_plan(plan))
         self.plan = plan
 
 

@@ -3,7 +3,9 @@
 A method module defines ``run(ctx) -> MethodResult`` and ``Options``, the dataclass of the
 options it reads (see ``shedkit.pipeline.options``), and may define ``VERSION``, a string to
 bump whenever a change alters which rows the method selects: caches of selections (the
-benchmark's cells) key on it, so they recompute rather than reuse a stale subset. Add a
+benchmark's cells) key on it, so they recompute rather than reuse a stale subset. Its
+``plan(planner) -> list[Stage]`` names the stages ``--dry-run`` estimates (built from
+``pipeline/plan_models.py``, ``plan_training.py`` and ``plan_data.py``; see ``pipeline/planning.py``). Add a
 method: copy ``dq.py``, add a line to ``METHODS``.
 """
 

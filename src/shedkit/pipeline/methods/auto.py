@@ -66,6 +66,15 @@ def preset_for(method: str) -> Preset:
     return PRESETS[name]
 
 
+def plan(p) -> list:
+    """--dry-run: the plan of the preset's method with the preset's settings."""
+    from shedkit.pipeline.methods import method_module
+
+    preset = preset_for(p.ctx.method)
+    delegate = replace(p.ctx, method=preset.method, options={**p.ctx.options, **preset.settings})
+    return method_module(preset.method).plan(p.with_ctx(delegate))
+
+
 def run(ctx: MethodContext) -> MethodResult:
     from shedkit.pipeline.methods import method_module
 

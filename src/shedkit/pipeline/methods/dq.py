@@ -59,3 +59,15 @@ def run(ctx: MethodContext) -> MethodResult:
     )
     info = {"embedder": str(embedder), "embedding_dim": int(embeddings.shape[1]), **res.info}
     return MethodResult(res.selected, {"dq_bin": res.bin_of.tolist()}, info, {"embed": embed_seconds, **res.timings})
+
+
+def plan(p) -> list:
+    """--dry-run: the stages of ``run`` (see ``pipeline/planning.py``)."""
+    from shedkit.pipeline.plan_data import embed_stage, graphcut_stage, select_stage
+
+    return [embed_stage(p),
+            graphcut_stage(p, int(p.option("bins", 10)), p.option("dq_mode", "auto"),
+                           int(p.option("dq_exact_max", dq.EXACT_MAX)),
+                           int(p.option("dq_partition_above", dq.PARTITION_ABOVE)),
+                           int(p.option("dq_partition_size", dq.PARTITION_SIZE))),
+            select_stage(p, "draw the budget uniformly from each bin")]

@@ -130,6 +130,30 @@ def run(ctx: MethodContext) -> MethodResult:
     return MethodResult(res.selected, columns, info, {"load_targets": load_seconds, **res.timings})
 
 
+def plan(p) -> list:
+    """--dry-run: the targets read (timed), then DSIR timed on a sample and scaled by characters."""
+    from shedkit.pipeline.plan_data import dsir_stage
+    from shedkit.pipeline.planning import GB, Stage
+
+    ctx = p.ctx
+    paths = _target_paths(ctx.option("target"))
+    include_system = bool(ctx.option("dsir_system", False))
+    clock = time.perf_counter()
+    targets = [load_target_texts(path, include_system) for path in paths]
+    seconds = time.perf_counter() - clock
+    chars = sum(len(t) for target in targets for t in target)
+    load = Stage("load_targets", f"read {len(paths)} DSIR target file(s)", f"{sum(map(len, targets)):,} rows",
+                 {"rows": sum(map(len, targets)), "characters": chars}, seconds, "measured: read here for the plan",
+                 p.baseline_gb + 2 * chars / GB, "derived: the targets' text")
+    settings = dict(num_buckets=int(ctx.option("dsir_buckets", 10_000)),
+                    normalize=bool(ctx.option("dsir_normalize", False)),
+                    top_k=bool(ctx.option("dsir_top_k", ctx.option("top_k", False))),
+                    smoothing=_smoothing(ctx.option("dsir_smoothing", 1.0)),
+                    hashing=ctx.option("dsir_hashing", "sha256"),
+                    min_tokens=int(ctx.option("dsir_min_tokens", 0)), seed=ctx.seed)
+    return [load, dsir_stage(p, RecordTexts(ctx.records, include_system), targets, settings)]
+
+
 def _smoothing(value: Any) -> float | str:
     if isinstance(value, str) and value.strip().lower() in ("reference", "laplace"):
         return "reference" if value.strip().lower() == "reference" else 1.0

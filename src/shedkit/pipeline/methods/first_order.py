@@ -44,6 +44,19 @@ class Options(CommonOptions, DeviceOptions, ModelOptions, FirstOrderOptions, Tra
     """first-order: values, warm-up fine-tune (TrainConfig fields), base-loss guards and quotas."""
 
 
+def plan(p) -> list:
+    """--dry-run: the stages of ``run`` (see ``pipeline/planning.py``)."""
+    from shedkit.pipeline.plan_data import select_stage
+    from shedkit.pipeline.plan_models import load_model_stage, loss_stage
+    from shedkit.pipeline.plan_training import first_order_stages
+
+    group_labels(p.ctx.records, p.option("quota_by"), p.option("quota"))
+    stages = [load_model_stage(p), *first_order_stages(p)]
+    if p.option("easy_quantile") or p.option("hard_quantile"):
+        stages.append(loss_stage(p, "base_losses", "the base model's response loss of every row (for the guards)"))
+    return stages + [select_stage(p, "the top rows by first-order value")]
+
+
 def run(ctx: MethodContext) -> MethodResult:
     from shedkit.selectors.learnability import select_by_score
 

@@ -13,3 +13,10 @@ Options = CommonOptions  # the whole pool: nothing to choose
 
 def run(ctx: MethodContext) -> MethodResult:
     return MethodResult(selected=np.arange(len(ctx.records)))
+
+
+def plan(p) -> list:
+    """--dry-run: the stages of ``run`` (see ``pipeline/planning.py``)."""
+    from shedkit.pipeline.plan_data import select_stage
+
+    return [select_stage(p, "take every row")]

@@ -119,6 +119,21 @@ def run(ctx: MethodContext) -> MethodResult:
     return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
 
 
+def plan(p) -> list:
+    """--dry-run: the model loaded, its losses, the reference (trained, cached or given) and its
+    losses, the rows picked (see ``pipeline/planning.py``)."""
+    from shedkit.pipeline.plan_data import select_stage
+    from shedkit.pipeline.plan_models import load_model_stage, loss_stage
+    from shedkit.pipeline.plan_training import reference_stages
+
+    group_labels(p.ctx.records, p.option("quota_by"), p.option("quota"))
+    precheck_budget(p.ctx)
+    return [load_model_stage(p),
+            loss_stage(p, "base_losses", "the base model's response loss of every row",
+                       ifd=bool(p.option("ifd", False))),
+            *reference_stages(p), select_stage(p, "the most learnable rows (1 - L_ref / L_base)")]
+
+
 def lobass_truncation(tokenizer, records, train_config, score_config, ref_info) -> dict:
     """Rows cut to ``max_length`` and tokens dropped, per stage (scoring and the reference fine-tune)."""
     from shedkit.models.truncation import record_truncation

@@ -15,3 +15,10 @@ Options = CommonOptions  # random sampling takes nothing but the seed
 def run(ctx: MethodContext) -> MethodResult:
     rng = np.random.default_rng(ctx.seed)
     return MethodResult(selected=random_sample(len(ctx.records), ctx.budget, rng))
+
+
+def plan(p) -> list:
+    """--dry-run: the stages of ``run`` (see ``pipeline/planning.py``)."""
+    from shedkit.pipeline.plan_data import select_stage
+
+    return [select_stage(p, "draw the budget uniformly at random (seeded)")]

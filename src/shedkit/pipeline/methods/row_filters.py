@@ -96,6 +96,24 @@ def run(ctx: MethodContext) -> MethodResult:
     return MethodResult(selected=sel.selected, columns=columns, info=info, timings=timings)
 
 
+def plan(p) -> list:
+    """--dry-run: the model loaded, its losses over the pool (and IFD's response-alone
+    losses), the rows picked (see ``pipeline/planning.py``)."""
+    from shedkit.pipeline.plan_data import select_stage
+    from shedkit.pipeline.plan_models import load_model_stage, loss_stage
+
+    ctx = p.ctx
+    if ctx.method != "filtered-random":
+        group_labels(ctx.records, ctx.option("quota_by"), ctx.option("quota"))
+    stages = [load_model_stage(p), loss_stage(p, "base_losses", "the base model's response loss of every row")]
+    if ctx.method != "lowest-loss":
+        stages.append(loss_stage(p, "response_alone_losses", "IFD's denominator: each last response's loss alone",
+                                 kind="alone"))
+    what = {"lowest-loss": "the lowest-loss rows", "ifd": "rows by IFD",
+            "filtered-random": "a random draw among the rows that pass the loss/IFD filter"}
+    return stages + [select_stage(p, what.get(ctx.method, "the rows by score"))]
+
+
 def run_filtered_random(ctx: MethodContext) -> MethodResult:
     from shedkit.selectors.hybrid import loss_ifd_score
 

@@ -63,6 +63,26 @@ def run(ctx: MethodContext) -> MethodResult:
     return result
 
 
+def plan(p) -> list:
+    """--dry-run: clustering (or the saved one), then the cluster values -- the proxies' fine-tunes
+    (one timed for real), first-order values, or a values file -- and the sampling."""
+    from shedkit.pipeline.plan_data import clustering_stages, select_stage
+    from shedkit.pipeline.plan_models import load_model_stage
+    from shedkit.pipeline.plan_training import first_order_stages, proxy_fine_tunes_stage
+
+    sampler = "qwcs" if p.ctx.method == "shed-qwcs" else "qocs"
+    values = "file" if p.option("values") is not None else p.option("cluster_value", "shapley")
+    if values == "shapley":
+        load_targets(p.option("target"))  # fail on a missing target before any model work
+    clustering, proxies, proxies_from = clustering_stages(p)
+    stages = list(clustering)
+    if values == "first-order":
+        stages += [load_model_stage(p), *first_order_stages(p)]
+    elif values != "file":
+        stages += [load_model_stage(p), proxy_fine_tunes_stage(p, proxies, proxies_from)]
+    return stages + [select_stage(p, f"{sampler.upper()}: sample the budget from the clusters by value", "sample")]
+
+
 def run_shed_first_order(ctx: MethodContext, sampler: str) -> MethodResult:
     """SHED (``--cluster-value first-order``): cluster values are sums or means of the rows'
     first-order values (no proxy fine-tunes), then SHED's own QOCS/QWCS sampling."""

@@ -59,9 +59,8 @@ class Options(ShedOptions, ScoreOptions):
 CLUSTER_VALUES = ("shapley", "first-order")
 
 
-def run(ctx: MethodContext) -> MethodResult:
-    from shedkit.selectors.hybrid import hybrid_select
-
+def _settings(ctx: MethodContext) -> tuple[str, str, str, str]:
+    """``(sampler, row_score, row_order, cluster value source)``, checked."""
     sampler = str(ctx.option("sampler", "qocs"))
     row_score = str(ctx.option("row_score", "first-order"))
     row_order = str(ctx.option("row_order", "best"))
@@ -77,6 +76,41 @@ def run(ctx: MethodContext) -> MethodResult:
                            "(it samples the rows that pass the score's filter)")
     if source not in (*CLUSTER_VALUES, "file"):
         raise ShedkitError(f"--cluster-value must be one of {', '.join(CLUSTER_VALUES)}, not {source!r}")
+    return sampler, row_score, row_order, source
+
+
+def plan(p) -> list:
+    """--dry-run: clustering, the cluster values and row scores this configuration computes,
+    the allocation (see ``pipeline/planning.py``)."""
+    from shedkit.pipeline.plan_data import clustering_stages, select_stage
+    from shedkit.pipeline.plan_models import load_model_stage, loss_stage
+    from shedkit.pipeline.plan_training import first_order_stages, proxy_fine_tunes_stage, reference_stages
+
+    sampler, row_score, _, source = _settings(p.ctx)
+    if source == "shapley" or row_score == "first-order" or source == "first-order":
+        load_targets(p.option("target"))  # fail on a missing target before any model work
+    clustering, proxies, proxies_from = clustering_stages(p)
+    stages = list(clustering)
+    if row_score != "random" or source in CLUSTER_VALUES:
+        stages.append(load_model_stage(p))
+    if row_score == "first-order" or source == "first-order":
+        stages += first_order_stages(p)
+    if source == "shapley":
+        stages.append(proxy_fine_tunes_stage(p, proxies, proxies_from))
+    if row_score in ("loss", "ifd", "loss-ifd", "learnability"):
+        stages.append(loss_stage(p, "base_losses", "the base model's response loss of every row"))
+    if row_score in ("ifd", "loss-ifd"):
+        stages.append(loss_stage(p, "response_alone_losses", "IFD's denominator: each last response's loss alone",
+                                 kind="alone"))
+    if row_score == "learnability":
+        stages += reference_stages(p)
+    return stages + [select_stage(p, f"{sampler.upper()} allocation to clusters, rows by {row_score}", "sample")]
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    from shedkit.selectors.hybrid import hybrid_select
+
+    sampler, row_score, row_order, source = _settings(ctx)
     timings: dict[str, float] = {}
     info: dict[str, Any] = {"sampler": sampler, "row_score": row_score, "row_order": row_order,
                             "cluster_value": source}
