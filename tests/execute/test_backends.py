@@ -117,27 +117,3 @@ def test_ray_gives_identical_values(tmp_path):
         game = ProxyLikeGame(12, seed=0)
         est = lambda: ShedRemoval(removal_k=3, stop=MaxPermutations(4), seed=1)  # noqa: E731
         assert np.array_equal(est().fit(game, backend=ray_backend).result_.values, est().fit(game).result_.values)
-
-
-def test_a_local_ray_start_that_fails_its_gcs_is_retried_once():
-    from shedkit.execute.backends import _init_ray
-
-    class FakeRay:
-        def __init__(self, failures, message="Failed to start GCS."):
-            self.failures, self.message, self.inits, self.shutdowns = failures, message, 0, 0
-
-        def init(self, **kwargs):
-            self.inits += 1
-            if self.inits <= self.failures:
-                raise RuntimeError(self.message)
-
-        def shutdown(self):
-            self.shutdowns += 1
-
-    once = FakeRay(1)
-    _init_ray(once, {}, local=True, retry_after=0)
-    assert (once.inits, once.shutdowns) == (2, 1)
-    for fake, local in ((FakeRay(2), True), (FakeRay(1), False), (FakeRay(1, "token authentication"), True)):
-        with pytest.raises(RuntimeError):  # twice, a remote cluster, or another error: not retried again
-            _init_ray(fake, {}, local=local, retry_after=0)
-        assert fake.inits == (2 if fake.failures == 2 else 1)

@@ -161,21 +161,6 @@ class RayConnectionError(ShedkitError):
         super().__init__(f"cannot connect to {where} ({text[:300]}); {fix}")
 
 
-def _init_ray(ray, kwargs: dict[str, Any], local: bool, retry_after: float = 2.0) -> None:
-    """``ray.init(**kwargs)``; a *local* start that fails to bring up its GCS (seen on a busy
-    machine, and right after another local instance shut down) is retried once, after a pause."""
-    import time
-
-    try:
-        ray.init(**kwargs)
-    except Exception as exc:  # noqa: BLE001
-        if not local or "GCS" not in str(exc):
-            raise
-        ray.shutdown()
-        time.sleep(retry_after)
-        ray.init(**kwargs)
-
-
 def _ray_call(fn, item):
     return fn(item)
 
@@ -219,7 +204,7 @@ class RayBackend(Backend):
                 if self.runtime_env:
                     kwargs["runtime_env"] = self.runtime_env
                 try:
-                    _init_ray(ray, kwargs, local=self.address is None)
+                    ray.init(**kwargs)
                 except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "cannot connect"
                     raise RayConnectionError(self.address, exc) from None
                 self._started_here = True
