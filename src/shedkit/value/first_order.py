@@ -512,6 +512,21 @@ class _Work:
             return None
 
 
+def _read_row_parts(root: Path, valid) -> dict[str, dict]:
+    """``{id: entry}`` from the JSONL parts under ``root`` whose entries pass ``valid``; a corrupt
+    or invalid line is left out (recomputed, never trusted)."""
+    found: dict[str, dict] = {}
+    for part in sorted(root.glob("part-*.jsonl")) if root.exists() else []:
+        for line in part.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                if valid(e):
+                    found[e["id"]] = e
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
+
+
 class _RowCache:
     """Per row: {id, n_tokens, dot: [per checkpoint], norm2: [per checkpoint]} in JSONL parts;
     the dev gradient's squared norm per checkpoint; ``.npz`` parts of projected gradients
@@ -522,19 +537,12 @@ class _RowCache:
         self._entries: dict[str, dict] | None = None
         self._feats: dict[str, np.ndarray] | None = None
 
+    def _valid(self, e: dict) -> bool:
+        return e["n_tokens"] <= 0 or len(e["dot"]) == len(e["norm2"]) == self.checkpoints
+
     def entries(self) -> dict[str, dict]:
         if self._entries is None:
-            found: dict[str, dict] = {}
-            for part in sorted(self.root.glob("part-*.jsonl")) if self.root.exists() else []:
-                for line in part.read_text().splitlines():
-                    try:
-                        e = json.loads(line)
-                        if e["n_tokens"] > 0 and not (len(e["dot"]) == len(e["norm2"]) == self.checkpoints):
-                            continue
-                        found[e["id"]] = e
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a corrupt line is recomputed, never trusted
-            self._entries = found
+            self._entries = _read_row_parts(self.root, self._valid)
         return self._entries
 
     def _features_dir(self) -> Path:
@@ -614,16 +622,7 @@ class _LessCache:
 
     def entries(self) -> dict[str, dict]:
         if self._entries is None:
-            found: dict[str, dict] = {}
-            for part in sorted(self.root.glob("part-*.jsonl")) if self.root.exists() else []:
-                for line in part.read_text().splitlines():
-                    try:
-                        e = json.loads(line)
-                        if self._valid(e):
-                            found[e["id"]] = e
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a corrupt line is recomputed, never trusted
-            self._entries = found
+            self._entries = _read_row_parts(self.root, self._valid)
         return self._entries
 
     def missing(self, ids: Sequence[str]) -> list[str]:
