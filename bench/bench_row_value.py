@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shedkit.util.memory import peak_rss_mb
+
 SUITE = Path(__file__).resolve().parents[1] / ".." / "shared" / "bench" / "noisy-mix-v1"
 KINDS = ("truncated", "misaligned", "boilerplate", "wrong_answer")
 
@@ -32,6 +34,9 @@ def methods(args) -> dict[str, dict]:
         "random": dict(method="random"),
         "first-order-raw": dict(method="first-order", **fo),
         "first-order-cosine": dict(method="first-order", fo_normalize="cosine", **fo),
+        # issue 23: Adam-preconditioned, centred on the pool's mean update, cosine (LESS and beyond)
+        "first-order-less": dict(method="first-order", fo_normalize="less", **fo),
+        "first-order-less-uncentred": dict(method="first-order", fo_normalize="less", fo_center=False, **fo),
         "lowest-loss": dict(method="lowest-loss", max_length=args.max_length),
         "ifd-low": dict(method="ifd", max_length=args.max_length),
         "ifd-high-drop-ge1": dict(method="ifd", ifd_order="high", ifd_drop_ge1=True, max_length=args.max_length),
@@ -88,7 +93,9 @@ def run_one(name: str, spec: dict, args, labels) -> dict:
     wall = time.perf_counter() - t0
     manifest = json.loads((Path(args.out) / "runs" / name / "manifest.json").read_text())
     res = {"name": name, "spec": spec, "wall_s": wall, "method_timings": manifest["method_timings"],
-           **shares(sel.rows, labels)}
+           # VmHWM of this process: the peak of every method run so far in it (run one per process
+           # with --only for a per-method figure)
+           "peak_rss_mb_process": peak_rss_mb(), **shares(sel.rows, labels)}
     info = manifest["method"]
     fo = info.get("first_order", info if info.get("valuation") == "first-order" else None)
     if fo:
@@ -96,24 +103,39 @@ def run_one(name: str, spec: dict, args, labels) -> dict:
     return res
 
 
-def length_bias(out: Path) -> dict:
-    """Spearman of raw / cosine values with response length, from a first-order run."""
+# first-order runs and their value columns in scores.csv
+VALUE_COLUMNS = {"first-order-raw": ("first_order_raw", "first_order_cosine"),
+                 "first-order-less": ("first_order_less",),
+                 "first-order-less-uncentred": ("first_order_less",)}
+
+
+def length_bias(out: Path, labels: list[dict] | None = None) -> dict:
+    """Spearman of each first-order value column with the row's response length (issue 23's
+    bias check: |rho| < 0.2), and the corrupted share by kind of the top 10% by that value."""
     import csv
 
     from scipy.stats import spearmanr
 
-    path = out / "runs" / "first-order-raw" / "scores.csv"
-    if not path.exists():
-        return {}
-    rows = list(csv.DictReader(open(path)))
-    tok = np.array([float(r["response_tokens"] or "nan") for r in rows])
-    raw = np.array([float(r["first_order_raw"] or "nan") for r in rows])
-    cos = np.array([float(r["first_order_cosine"] or "nan") for r in rows])
-    ok = np.isfinite(tok) & np.isfinite(raw) & np.isfinite(cos)
-    return {"rows": int(ok.sum()),
-            "spearman_raw_vs_response_tokens": float(spearmanr(raw[ok], tok[ok])[0]),
-            "spearman_cosine_vs_response_tokens": float(spearmanr(cos[ok], tok[ok])[0]),
-            "spearman_raw_vs_cosine": float(spearmanr(raw[ok], cos[ok])[0])}
+    res: dict = {}
+    for run, columns in VALUE_COLUMNS.items():
+        path = out / "runs" / run / "scores.csv"
+        if not path.exists():
+            continue
+        rows = list(csv.DictReader(open(path)))
+        tok = np.array([float(r["response_tokens"] or "nan") for r in rows])
+        for col in columns:
+            if col not in rows[0]:
+                continue
+            val = np.array([float(r[col] or "nan") for r in rows])
+            ok = np.isfinite(tok) & np.isfinite(val)
+            entry = {"rows": int(ok.sum()), "spearman_vs_response_tokens": float(spearmanr(val[ok], tok[ok])[0])}
+            if labels is not None:
+                idx = np.flatnonzero(ok)
+                top = idx[np.argsort(-val[ok], kind="stable")[: max(1, len(idx) // 10)]]
+                lines = [int(rows[i]["row"]) for i in top] if "row" in rows[0] else top.tolist()
+                entry["top10pct"] = shares(lines, labels)
+            res[f"{run}:{col}"] = entry
+    return res
 
 
 def table(out: Path) -> str:
@@ -160,7 +182,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.table:
         print(table(out))
-        print(json.dumps(length_bias(out), indent=1))
+        suite = out / "suite" if (out / "suite" / "pool_labels.jsonl").exists() else Path(args.suite)
+        labels = [json.loads(x) for x in open(suite / "pool_labels.jsonl")]
+        print(json.dumps(length_bias(out, labels), indent=1))
         return 0
     if args.threads:
         import torch
