@@ -39,6 +39,7 @@ from shedkit.models.device import autocast, model_device, resolve_precision
 from shedkit.models.encode import encode_options, encode_record, has_empty_response
 from shedkit.models.scoring import collate, pad_id_of, target_logits
 from shedkit.util.atomic import publish_mode
+from shedkit.util.memory import release_memory
 
 
 @dataclass
@@ -211,6 +212,7 @@ def _train_in_place(model, tokenizer, records: Sequence[Record], config: TrainCo
             model.eval()
     for p in params:
         p.grad = None
+    release_memory()  # the steps' freed activations back to the OS (glibc keeps them otherwise)
     stats.steps = len(steps)
     stats.seconds = time.perf_counter() - start
     if not all(math.isfinite(x) for x in stats.step_losses):

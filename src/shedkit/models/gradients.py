@@ -54,6 +54,7 @@ from shedkit.models.config import TrainConfig
 from shedkit.models.device import autocast, model_device
 from shedkit.models.encode import Encoded, encode_record
 from shedkit.models.scoring import collate, length_sorted_batches, pad_id_of, target_logits
+from shedkit.util.memory import release_memory
 
 
 def lora_matrices(model) -> list[tuple[str, torch.nn.Linear]]:
@@ -585,6 +586,7 @@ def _walk(model, mats, seqs: Sequence[Encoded], states: Sequence, pad_id: int, p
                 bar.update(len(idx))
     finally:
         model.train(was_training)
+        release_memory()
 
 
 def _row_output_grads(model, mats, batch, size: int, precision: str,

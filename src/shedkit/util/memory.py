@@ -22,3 +22,33 @@ def peak_rss_mb() -> float:
 
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def release_memory() -> bool:
+    """Hand memory freed by the last stage back to the operating system: ``gc.collect()``, then
+    glibc's ``malloc_trim(0)``. Returns whether a trim ran (glibc only; elsewhere a no-op).
+
+    Why: a LoRA step on CPU frees gigabytes of activations, which glibc keeps in its heap rather
+    than returning; measured on SmolLM2-135M, 8 x 256 tokens: 3.3 GB resident after a step,
+    1.0 GB after the trim. Called between stages (after a fine-tune, a scoring pass, an
+    evaluation), not inside loops: a trim walks the heap."""
+    import gc
+
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def _malloc_trim():
+    import ctypes
+    import platform
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None

@@ -1,0 +1,69 @@
+"""Memory between stages: bucketed padding widths on CPU (a bounded number of kernel shapes) and
+freed heap handed back to the OS (release_memory)."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from shedkit.models import scoring
+from shedkit.models.encode import encode_record
+from shedkit.models.scoring import collate, padded_width, token_logprobs
+from shedkit.util.memory import release_memory
+
+
+def test_padded_width_bounds_the_shapes_and_the_overhead():
+    widths = [padded_width(n) for n in range(1, 1025)]
+    assert all(w >= n for n, w in zip(range(1, 1025), widths))
+    assert all(a <= b for a, b in zip(widths, widths[1:]))  # monotone
+    assert len(set(widths)) == 24  # 8 up to 64, then four per octave
+    assert all(w - n < 8 for n, w in zip(range(1, 65), widths))  # short: a multiple of 8
+    assert max(w / n for n, w in zip(range(64, 1025), widths[63:])) <= 1.25  # long: at most 25% more
+    assert [padded_width(n) for n in (64, 65, 128, 129, 256, 257)] == [64, 80, 128, 160, 256, 320]
+
+
+def test_cpu_batches_are_padded_to_a_bucket_and_other_devices_are_not():
+    from shedkit.models.encode import Encoded
+
+    seqs = [Encoded(np.arange(70, dtype=np.int64), np.r_[np.zeros(30), np.ones(40)].astype(np.int16))]
+    assert collate(seqs, 0, "cpu").input_ids.shape == (1, 80)  # 69 positions -> 80
+    assert collate(seqs, 0, "meta").input_ids.shape == (1, 69)
+    b = collate(seqs, 0, "cpu")
+    assert int(b.attention_mask.sum()) == 69 and len(b.targets) == 40
+
+
+def test_bucketed_padding_leaves_every_real_token_logprob_unchanged(tiny, rows, monkeypatch):
+    model, tok = tiny
+    seqs = [encode_record(tok, r, 1024) for r in rows]
+    bucketed = token_logprobs(model, seqs, pad_id=0, batch_size=4, precision="fp32")
+    monkeypatch.setattr(scoring, "PAD_TO_BUCKETS", False)
+    exact = token_logprobs(model, seqs, pad_id=0, batch_size=4, precision="fp32")
+    for a, b in zip(bucketed, exact):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_release_memory_returns_freed_heap():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+
+    def rss_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    # many mid-sized blocks (below glibc's mmap threshold, so they live in the heap), then free
+    # all but the last: the heap cannot shrink from its top, only a trim gives the pages back
+    blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MB
+    for b in blocks:
+        b[::4096] = b"\1" * len(b[::4096])
+    keep = blocks[-1]
+    del blocks
+    before = rss_mb()
+    assert release_memory() is True
+    after = rss_mb()
+    assert before - after > 100, (before, after)
+    del keep
