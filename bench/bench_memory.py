@@ -84,6 +84,7 @@ def main(argv=None) -> int:
         res = child(args.child, args.rounds, args.train_rows, args.score_rows, args.precision)
         Path(args.out).write_text(json.dumps(res))
         return 0
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     results = {}
     for variant in args.variants.split(","):
         part = Path(args.out).with_suffix(f".{variant}.part.json")

@@ -425,7 +425,7 @@ def run_cell(method: str, n: int, args) -> dict[str, Any]:
     name = cell_name(method, n, args.warm)
     pool, labels = synthesise_pool(n, args.seed, args.suite, args.out / "pools")
     base = ["select", str(pool), *method_flags(method, args), "--budget", BUDGET, "--seed", str(args.seed),
-            "--no-progress"]
+            "--no-progress", "--skip-empty"]  # the v1 pool has one row with an empty response
     runs = args.out / "runs" / name
     runs.mkdir(parents=True, exist_ok=True)
     cell: dict[str, Any] = {"method": method, "rows": n, "warm": args.warm, "threads": args.threads,
