@@ -29,8 +29,9 @@ VARIANTS = ("old", "new")
 
 
 def status_mb() -> dict:
-    d = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {k: int(d[k].split()[0]) // 1024 for k in ("VmRSS", "VmHWM")}
+    from shedkit.util.memory import peak_rss_mb, resident_mb
+
+    return {"VmRSS": int(resident_mb()), "VmHWM": int(peak_rss_mb())}
 
 
 def child(variant: str, rounds: int, train_rows: int, score_rows: int, precision: str) -> list[dict]:

@@ -9,7 +9,7 @@ import pytest
 from shedkit.models import scoring
 from shedkit.models.encode import encode_record
 from shedkit.models.scoring import collate, padded_width, token_logprobs
-from shedkit.util.memory import release_memory
+from shedkit.util.memory import release_memory, resident_mb
 
 
 def test_padded_width_bounds_the_shapes_and_the_overhead():
@@ -50,11 +50,6 @@ def test_release_memory_returns_freed_heap():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc")
 
-    def rss_mb():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-
     # many mid-sized blocks (below glibc's mmap threshold, so they live in the heap), then free
     # all but the last: the heap cannot shrink from its top, only a trim gives the pages back
     blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MB
@@ -62,8 +57,8 @@ def test_release_memory_returns_freed_heap():
         b[::4096] = b"\1" * len(b[::4096])
     keep = blocks[-1]
     del blocks
-    before = rss_mb()
+    before = resident_mb()
     assert release_memory() is True
-    after = rss_mb()
+    after = resident_mb()
     assert before - after > 100, (before, after)
     del keep

@@ -24,6 +24,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
+def resident_mb() -> float | None:
+    """Resident memory of this process now, in MB (VmRSS; None where /proc is absent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def release_memory() -> bool:
     """Hand memory freed by the last stage back to the operating system: glibc's
     ``malloc_trim(0)``. Returns whether a trim ran (glibc only; elsewhere a no-op).
