@@ -212,6 +212,8 @@ def test_row_specs():
     row = parse_row("dsir-per-token")
     assert row.method == "dsir" and row.options == {"dsir_normalize": True} and not row.reference
     assert parse_row("clean-random").reference
+    less = parse_row("first-order-less")
+    assert less.method == "first-order" and less.options == {"fo_normalize": "less", "fo_layers": 4}
     for bad in ("randon", "lobass@", "dq@-1"):
         with pytest.raises(ShedkitError):
             parse_row(bad)

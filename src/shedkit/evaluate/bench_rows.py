@@ -9,7 +9,8 @@ A row is named by a spec string:
 - a named variant (``VARIANTS``): ``dsir-per-token`` is DSIR with the per-token mean of the
   log weights (``dsir_normalize``), the plain ``dsir`` row being the faithful sum;
   ``shed-hybrid-filter`` is shed-hybrid with QWCS, the loss-ifd row score as a filter
-  (row_keep 0.75) and random order. A variant's own options win over ``--option METHOD.x``
+  (row_keep 0.75) and random order; ``first-order-less`` is first-order with ``fo_normalize``
+  less on the last 4 layers. A variant's own options win over ``--option METHOD.x``
   (which sets the plain method's row); ``--option VARIANT.x`` overrides the variant;
 - a reference row (``REFERENCES``): ``clean-random`` draws random rows among those the
   suite's ``pool_labels.jsonl`` calls clean. It reads the labels, which no method may, so it is
@@ -43,10 +44,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # or by IFD is dropped (either filter), the rest sampled at random as SHED samples
     "shed-hybrid-filter": ("shed-hybrid", {"sampler": "qwcs", "row_score": "loss-ifd", "row_keep": 0.75,
                                            "row_order": "random"}),
+    # first-order row values without the length bias (issue 23): LESS's Adam-preconditioned,
+    # pool-centred unit directions, LoRA on the last 4 decoder layers (as bench_row_value measured)
+    "first-order-less": ("first-order", {"fo_normalize": "less", "fo_layers": 4}),
 }
 # the table's rows in order; a row whose method is not in the registry at run time is left out
 TABLE_ROWS = ("random", "clean-random", "mix-random", "auto", "dsir", "dsir-per-token", "dq", "lobass", "lobass@0.06", "lowest-loss", "ifd",
-              "filtered-random", "first-order", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "full")
+              "filtered-random", "first-order", "first-order-less", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "full")
 
 
 @dataclass(frozen=True)
