@@ -25,6 +25,7 @@ from shedkit.value import (
     make_estimator,
 )
 from shedkit.value.registry import VALUATIONS, get_valuation, register_valuation
+from shedkit.value.result import spearman
 
 GAMES = {
     "additive": AdditiveGame([1.0, -0.5, 2.0, 0.25, 0.0, 3.0, -1.5], base=0.7),
@@ -112,6 +113,40 @@ def test_a_given_surrogate_is_used_from_the_first_sample():
     assert np.allclose(given.values, game.weights, atol=1e-9)
     fitted = ControlVariateShapley(stop=MaxEvaluations(3), seed=0).fit(game).result_
     assert not np.allclose(fitted.values, game.weights, atol=1e-2)
+
+
+def test_given_surrogate_fit_recovers_scale_and_intercept():
+    from shedkit.value.surrogates import fit_given
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=9)
+    truth = 0.3 * g + 0.05  # an additive game whose values are an affine map of the surrogate
+    X = np.array([np.zeros(9), np.ones(9), rng.random(9) < 0.5], dtype=bool)
+    y = X @ truth
+    np.testing.assert_allclose(fit_given(X, y, g, total=truth.sum()), truth, atol=1e-12)
+    # with only ∅ and the full set, a proportional positive surrogate is scaled to the total (b = 0)
+    pos = np.abs(g) + 1.0
+    np.testing.assert_allclose(fit_given(X[:2], (X @ pos)[:2] / 4, pos, total=pos.sum() / 4), pos / 4, atol=1e-12)
+    # a constant surrogate splits the total evenly
+    np.testing.assert_allclose(fit_given(X, y, np.ones(9), total=0.9), np.full(9, 0.1))
+
+
+def test_a_centred_given_surrogate_keeps_its_ranking_before_any_sample():
+    # a first-order surrogate with the pool's mean removed sums to ~0: scaled alone to
+    # v(full) − v(∅) its scale was 1/Σg (×10^15 here); with the intercept the values before any
+    # sample rank as the surrogate, sum to the total and stay of the size of the true values
+    game = AdditiveGame([0.4, 0.1, 0.9, 0.25, 0.6, 0.3], base=0.2)
+    g = game.weights - game.weights.mean()
+    surrogate = dict(zip(game.players, g))
+    before = ControlVariateShapley(surrogate=surrogate, stop=MaxEvaluations(2), seed=0).fit(game).result_
+    assert before.n_evaluations == 2
+    assert spearman(before.values, game.weights) == pytest.approx(1.0)
+    assert before.values.sum() == pytest.approx(game.weights.sum())
+    assert np.abs(before.values).max() < 3 * np.abs(game.weights).max()
+    # one informative subset fixes the scale: every later sample is corrected exactly, and the
+    # estimate converges to the weights (the one sample corrected with the prior is unbiased)
+    after = ControlVariateShapley(surrogate=surrogate, stop=MaxEvaluations(40), seed=0).fit(game).result_
+    np.testing.assert_allclose(after.values, game.weights, atol=0.05)
 
 
 def test_regression_is_exact_on_additive_games_and_always_efficient():

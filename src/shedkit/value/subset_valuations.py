@@ -17,8 +17,8 @@
   first: φ = φ(u) + φ(v − u), where φ(u)_i = w_i, and the stratum means of u are known in
   closed form, so each sample contributes v(S) − u(S) + E[u | stratum]. The surrogate is a
   ridge-regularised linear model of v on membership refitted on the evaluations so far (or
-  ``surrogate={player: value}`` given, e.g. first-order row values summed per proxy, scaled
-  by a fitted factor). A sample is always corrected with the surrogate fitted *before* it, so
+  ``surrogate={player: value}`` given, e.g. first-order row values summed per proxy, with a
+  fitted scale and intercept). A sample is always corrected with the surrogate fitted *before* it, so
   each contribution is unbiased for its stratum mean whatever the fit (a martingale), and the
   less v departs from additive, the less variance is left.
 
@@ -287,8 +287,9 @@ class ControlVariateShapley(StratifiedShapley):
 
     surrogate -- None: a linear model of v on membership, refitted (ridge ``ridge``) on the
                  evaluations so far whenever they have grown by ``refit_growth`` (×);
-                 a mapping player id → value: per-player surrogate values (e.g. first-order
-                 row values summed per proxy), scaled by a factor fitted on the evaluations.
+                 a mapping player id → value g: per-player surrogate values (e.g. first-order
+                 row values summed per proxy); w = a·g + b refitted after every sample (scale a
+                 and intercept b, with Σw = v(full) − v(∅); ``surrogates.fit_given``).
     """
 
     name = "cv"
@@ -318,8 +319,9 @@ class ControlVariateShapley(StratifiedShapley):
         self._masks, self._values = [], []
         self._next_fit = 0
         if self.surrogate is not None:
-            # A given surrogate is usable from the start, scaled to v(full) − v(∅) (the only
-            # evaluations so far): before any sample the values are the surrogate's own, and a
+            # A given surrogate is usable from the start, constrained to v(full) − v(∅) (the only
+            # evaluations so far; its scale from a prior until a subset informs it, see
+            # surrogates.fit_given): before any sample the values rank as the surrogate, so a
             # cheap surrogate (first-order values) ranks the players with no fine-tune at all.
             self._refit(state)
         return state
@@ -329,7 +331,9 @@ class ControlVariateShapley(StratifiedShapley):
         mask[subset] = True
         self._masks.append(mask)
         self._values.append(value)
-        if state.n_samples >= self._n_border and state.n_samples >= self._next_fit:
+        if self.surrogate is not None:
+            self._refit(state)  # two parameters (scale, intercept): cheap to refit after every sample
+        elif state.n_samples >= self._n_border and state.n_samples >= self._next_fit:
             self._refit(state)
             self._next_fit = max(state.n_samples + 1, int(state.n_samples * self.refit_growth))
 
@@ -340,7 +344,7 @@ class ControlVariateShapley(StratifiedShapley):
         masks = np.vstack([np.zeros(n, bool), np.ones(n, bool), *self._masks])
         values = np.array([ctx.v_empty, ctx.v_full, *self._values])
         given = None if self.surrogate is None else given_vector(self.surrogate, self._players)
-        self._surrogate = fit_additive(masks, values, ctx.v_empty, given, self.ridge)
+        self._surrogate = fit_additive(masks, values, ctx.v_empty, given, self.ridge, total=ctx.v_full - ctx.v_empty)
 
 
 class _RegressionState(_RunningState):

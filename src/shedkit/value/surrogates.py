@@ -3,8 +3,9 @@
 An additive game's Shapley values are its weights, so a valuation that estimates only the
 residual game v − u and adds w back stays unbiased for any fixed w, and the better u fits v,
 the less is left to estimate. ``fit_additive`` gives w from the evaluations so far: a
-ridge-regularised linear model of v(S) − v(∅) on membership, or, with per-player values given
-(e.g. first-order row values summed per proxy), those values times a fitted scale.
+ridge-regularised linear model of v(S) − v(∅) on membership, or, with per-player values g given
+(e.g. first-order row values summed per proxy), w = a·g + b: a fitted scale plus a per-player
+intercept, constrained to Σw = v(full) − v(∅) (``fit_given``).
 """
 
 from __future__ import annotations
@@ -15,19 +16,51 @@ import numpy as np
 
 
 def fit_additive(masks: np.ndarray, values: np.ndarray, v_empty: float,
-                 given: np.ndarray | None = None, ridge: float = 1e-3) -> np.ndarray:
-    """Weights w of u(S) = Σ_{i∈S} w_i fitted to v(S) − v(∅) on the (mask, value) pairs."""
+                 given: np.ndarray | None = None, ridge: float = 1e-3, total: float | None = None) -> np.ndarray:
+    """Weights w of u(S) = Σ_{i∈S} w_i fitted to v(S) − v(∅) on the (mask, value) pairs;
+    ``total`` = v(full) − v(∅) constrains a given surrogate's fit (see ``fit_given``)."""
     X = np.asarray(masks, dtype=float)
     y = np.asarray(values, dtype=float) - v_empty
     if given is not None:
-        z = X @ given
-        scale = float(z @ y / (z @ z)) if z @ z > 0 else 0.0
-        return scale * given
+        return fit_given(X, y, np.asarray(given, dtype=float), total)
     n = X.shape[1]
     norm = np.sqrt(np.mean(X * X, axis=0)) + 1e-12
     A = X / norm
     w = np.linalg.solve(A.T @ A + ridge * len(y) * np.eye(n), A.T @ y)
     return w / norm
+
+
+def fit_given(X: np.ndarray, y: np.ndarray, g: np.ndarray, total: float | None = None) -> np.ndarray:
+    """w = a·g + b with Σw = ``total`` (v(full) − v(∅); default: the sum of g, i.e. a = 1, b = 0).
+
+    Under the constraint b = (total − a·Σg)/n, so u(S) − total·|S|/n = a·(Σ_{i∈S} g_i − Σg·|S|/n)
+    and a is the least-squares slope of y(S) − total·|S|/n on that centred surrogate sum over the
+    evaluations. ∅ and the full set carry no information on a (both sides are 0 there); until
+    another subset is evaluated a takes its prior: total/Σg (the surrogate scaled to the total,
+    b = 0) when the surrogate's mean is away from zero (at least one standard error, sd g/√n)
+    and has the total's sign, else |total| / (n·sd g), which keeps g's ranking and gives w a spread of the
+    order of the mean value. The intercept is what a centred surrogate (Σg ≈ 0, e.g. LESS
+    values with the pool's mean subtracted) needs: scaled alone to the total it blows up (1/Σg).
+    """
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = len(g)
+    g_sum, g_sd = float(g.sum()), float(g.std())
+    if total is None:
+        total = g_sum
+    if g_sd <= 1e-15 * max(1.0, abs(float(g.mean()))):
+        return np.full(n, total / n)  # a constant surrogate says nothing beyond the total
+    sizes = X.sum(axis=1)
+    z = X @ g - g_sum * sizes / n
+    r = y - total * sizes / n
+    informative = np.abs(z) > 1e-12 * (abs(g_sum) + g_sd * n)
+    if informative.any():
+        a = float(z[informative] @ r[informative] / (z[informative] @ z[informative]))
+    elif abs(g.mean()) * np.sqrt(n) >= g_sd and g_sum * total > 0:
+        a = total / g_sum
+    else:
+        a = abs(total) / (n * g_sd)
+    return a * g + (total - a * g_sum) / n
 
 
 def given_vector(surrogate: Mapping[str, float], players: Sequence[str]) -> np.ndarray:
