@@ -147,3 +147,27 @@ def test_dev_gradients_at_checkpoints_with_a_reused_prefix(tiny, rows):
         want = dev_gradient(lora, seqs, pad, precision="fp32", batch_size=3)
         for k in want:
             torch.testing.assert_close(g[k], want[k], rtol=1e-5, atol=1e-7)
+
+
+def test_a_frozen_weights_copy_shares_storage_and_keeps_the_original_intact(tiny, rows):
+    from shedkit.models.gradients import frozen_weights_copy
+    from shedkit.models.scoring import collate, target_logits
+
+    model, tok = tiny
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    flags = [p.requires_grad for p in model.parameters()]
+    twin = frozen_weights_copy(model)
+    pairs = list(zip(model.parameters(), twin.parameters()))
+    assert len(pairs) == len(list(model.parameters()))  # tied weights stay tied (same count)
+    assert all(a is not b and a.data_ptr() == b.data_ptr() for a, b in pairs)  # no weight copied
+    lora = attach_lora(twin, CONFIG, seed=0)  # freezes the copy's base weights, not the original's
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not any(type(m).__name__.startswith("Lora") for m in model.modules())
+    opt = torch.optim.SGD([p for p in lora.parameters() if p.requires_grad], lr=0.5)
+    batch = collate(encode(tok, rows[:4]), pad_id_of(tok), "cpu")
+    for _ in range(2):
+        torch.nn.functional.cross_entropy(target_logits(lora, batch), batch.targets).backward()
+        opt.step()
+        opt.zero_grad()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0)

@@ -62,3 +62,41 @@ def test_release_memory_returns_freed_heap():
     after = resident_mb()
     assert before - after > 100, (before, after)
     del keep
+
+
+def test_chunked_head_loss_equals_the_whole_logits_loss_and_its_gradients(tiny, rows):
+    """target_nll with tiny chunks (head + softmax under activation checkpointing, so the
+    [N, V] logits never exist at once) gives every target's loss and the LoRA gradients of the
+    whole-logits cross-entropy (fp32)."""
+    import copy
+
+    import torch
+
+    from shedkit.models.config import TrainConfig
+    from shedkit.models.gradients import attach_lora
+    from shedkit.models.scoring import target_logits, target_nll
+
+    model, tok = tiny
+    lora = attach_lora(copy.deepcopy(model), TrainConfig(max_length=64, precision="fp32", lora_r=4), seed=0)
+    with torch.no_grad():  # B = 0 at initialisation: make every gradient non-zero
+        gen = torch.Generator().manual_seed(1)
+        for p in lora.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    batch = collate([encode_record(tok, r, 64) for r in rows[:6]], 0, "cpu")
+    params = [p for p in lora.parameters() if p.requires_grad]
+
+    def loss_and_grads(fn):
+        nll = fn()
+        grads = torch.autograd.grad(nll.sum(), params)
+        return nll.detach(), grads
+
+    whole, g_whole = loss_and_grads(lambda: torch.nn.functional.cross_entropy(
+        target_logits(lora, batch).float(), batch.targets, reduction="none"))
+    assert len(batch.targets) > 3 * 7  # several chunks, the last one partial
+    chunked, g_chunked = loss_and_grads(lambda: target_nll(lora, batch, head_chunk=7))
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_chunked, g_whole):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # no gradients: plain chunks, same losses
+        torch.testing.assert_close(target_nll(lora, batch, head_chunk=7), whole, rtol=1e-5, atol=1e-6)

@@ -37,7 +37,7 @@ from shedkit.errors import ShedkitError
 from shedkit.models.config import TrainConfig
 from shedkit.models.device import autocast, model_device, resolve_precision
 from shedkit.models.encode import encode_options, encode_record, has_empty_response
-from shedkit.models.scoring import collate, pad_id_of, target_logits
+from shedkit.models.scoring import collate, pad_id_of, target_nll
 from shedkit.util.atomic import publish_mode
 from shedkit.util.memory import release_memory
 
@@ -138,8 +138,7 @@ def optimizer_step(model, params, micro_batches: Sequence[Sequence], pad: int, d
     for mb in micro_batches:
         batch = collate(list(mb), pad, device)
         with autocast(config.precision, device):
-            logits = target_logits(model, batch)
-        nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
+            nll = target_nll(model, batch).sum()
         (nll / n_tok).backward()
         total += float(nll.detach())
     if config.max_grad_norm > 0:

@@ -29,6 +29,7 @@ from shedkit.util.memory import release_memory
 # configs whose head output is transformed before the softmax: use the model's own logits
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 HEAD_CHUNK = 2048  # target positions per head matmul when scoring (bounds logits memory)
+TRAIN_HEAD_CHUNK = 512  # target positions per head+loss chunk when gradients flow (target_nll)
 MAX_PADDING = 0.1  # most share of a scoring batch's tokens that may be padding
 PAD_TO_BUCKETS = True  # CPU batches padded to a few widths (see padded_width); False for comparisons only
 
@@ -109,6 +110,35 @@ def target_logits(model, batch: Batch, head_chunk: int | None = None) -> torch.T
     if head_chunk is None or len(picked) <= head_chunk:
         return head(picked).float()
     return torch.cat([head(picked[i : i + head_chunk]).float() for i in range(0, len(picked), head_chunk)])
+
+
+def target_nll(model, batch: Batch, head_chunk: int | None = None) -> torch.Tensor:
+    """Each target's negative log-likelihood, float32 ``[N]``, differentiable.
+
+    With gradients on and more than ``head_chunk`` targets (default ``TRAIN_HEAD_CHUNK``), the
+    head and the softmax run chunk by chunk under activation checkpointing: only one chunk's
+    ``[chunk, V]`` logits (and their softmax and gradient) are alive at a time, and backward
+    recomputes each chunk's head matmul. With a 49k vocabulary, 8 rows of ~150 response tokens
+    hold ~1,200 x 49,152 float32 logits (236 MB, three copies in backward); a chunk of 512 holds
+    100 MB. Each target's loss is the same as from ``target_logits``; only the matmul's row
+    blocking (so float rounding) can differ."""
+    chunk = TRAIN_HEAD_CHUNK if head_chunk is None else int(head_chunk)
+    split = _decoder_and_head(model)
+    if split is None:
+        return torch.nn.functional.cross_entropy(target_logits(model, batch), batch.targets, reduction="none")
+    decoder, head = split
+    hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
+    picked = hidden[batch.rows, batch.positions]
+
+    def nll(h, t):
+        return torch.nn.functional.cross_entropy(head(h).float(), t, reduction="none")
+
+    if len(picked) <= chunk:
+        return nll(picked, batch.targets)
+    from torch.utils.checkpoint import checkpoint
+
+    run = (lambda h, t: checkpoint(nll, h, t, use_reentrant=False)) if torch.is_grad_enabled() else nll
+    return torch.cat([run(picked[i : i + chunk], batch.targets[i : i + chunk]) for i in range(0, len(picked), chunk)])
 
 
 def target_logprobs(model, batch: Batch, head_chunk: int | None = None) -> torch.Tensor:

@@ -346,17 +346,16 @@ class _Work:
                 "center_task_dots": np.asarray(summary["center_task_dots"], dtype=np.float64)}
 
     def _compute(self, cache: "_RowCache", less: "_LessCache | None" = None) -> None:
-        import copy
-
         from shedkit.models.encode import encode_record
         from shedkit.models.gradients import (
-            CountSketch, attach_lora, checkpoint_dev_gradients, checkpoint_gradient_stats, lora_matrices,
-            warmup_checkpoints,
+            CountSketch, attach_lora, checkpoint_dev_gradients, checkpoint_gradient_stats, frozen_weights_copy,
+            lora_matrices, warmup_checkpoints,
         )
         from shedkit.models.scoring import pad_id_of
 
         base, tok = self.model()
-        model = attach_lora(copy.deepcopy(base), self.config, self.o.last_layers, seed=self.o.seed)
+        # the base's weights shared, not copied: LoRA never writes to them, and the base stays usable
+        model = attach_lora(frozen_weights_copy(base), self.config, self.o.last_layers, seed=self.o.seed)
         states, adams = self._checkpoints(model, tok, self._read_json(self.dir / "checkpoints.json"),
                                           warmup_checkpoints, need_adam=less is not None)
         cfg = self.config
