@@ -136,6 +136,20 @@ def test_pca_signs_are_fixed():
     assert pca_2d(x[:1]).shape == (1, 2)
 
 
+def test_chunked_pca_equals_the_svd_projection():
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(1000, 12)) * np.linspace(4, 0.5, 12) + 3.0).astype(np.float32)
+    centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    svd = centred @ vt[:2].T
+    got = pca_2d(x, chunk=97)  # chunks that do not divide the rows
+    for k in range(2):  # the same axes up to the sign convention
+        sign = np.sign(svd[:, k] @ got[:, k])
+        np.testing.assert_allclose(got[:, k], sign * svd[:, k], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, pca_2d(x, chunk=4096), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(pca_2d(np.ones((5, 3))), np.zeros((5, 2), dtype=np.float32))
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
