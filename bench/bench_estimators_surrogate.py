@@ -182,8 +182,8 @@ def run_table(utility, players, reference, budget: int, seeds, target: float, su
 
 def diagnostics(utility, players, surrogates, refs) -> dict:
     """From the cached border (∅, full, singletons, leave-one-outs): v(full) − v(∅), how the
-    singletons alone rank, and the scale the control variate gives each surrogate before any
-    sample (fitted on ∅ and the full set only) and after its refit on the border."""
+    singletons alone rank, and the scale a and intercept b (w = a·s + b) the control variate gives
+    each surrogate before any sample (∅ and the full set only) and refitted on the border."""
     from shedkit.value.surrogates import fit_additive
 
     n = len(players)
@@ -194,12 +194,15 @@ def diagnostics(utility, players, surrogates, refs) -> dict:
     values = np.concatenate([[v_empty, v_full], single, loo])
     max_ref = float(np.abs(next(iter(refs.values()))["values"]).max())
     scale = {}
+    total = v_full - v_empty
     for kind in SURROGATE_KINDS:
         s = np.array([surrogates["values"][kind][p] for p in players])
-        start = (v_full - v_empty) / s.sum()
-        after = fit_additive(masks, values, v_empty, s)
-        scale[kind] = {"at_start": float(start), "max_w_at_start": float(np.abs(start * s).max()),
-                       "after_border": float(after.sum() / s.sum()), "max_w_after_border": float(np.abs(after).max()),
+        start = fit_additive(masks[:2], values[:2], v_empty, s, total=total)  # w = a·s + b from ∅ and full only
+        after = fit_additive(masks, values, v_empty, s, total=total)  # refitted on the border
+        (a0, b0), (a1, b1) = np.polyfit(s, start, 1), np.polyfit(s, after, 1)
+        scale[kind] = {"at_start": float(a0), "intercept_at_start": float(b0), "max_w_at_start": float(np.abs(start).max()),
+                       "after_border": float(a1), "intercept_after_border": float(b1),
+                       "max_w_after_border": float(np.abs(after).max()), "scale_alone_at_start": float(total / s.sum()),
                        "max_abs_reference": max_ref, "singletons_vs_surrogate": spearman(single - v_empty, s)}
     return {"v_empty": v_empty, "v_full": v_full, "v_full_minus_empty": v_full - v_empty,
             "singletons_vs_reference": {name: spearman(single - v_empty, r["values"]) for name, r in refs.items()},
@@ -323,9 +326,10 @@ def main(argv=None):
           f"{next(iter(refs.values()))['values'].sum():+.5f}); v({{i}}) − v(∅) alone: Spearman "
           + ", ".join(f"{n} {v:.3f}" for n, v in out["diagnostics"]["singletons_vs_reference"].items()))
     for kind, d in out["diagnostics"]["scale"].items():
-        print(f"  cv given {kind:15s}: scale {d['at_start']:.3g} before any sample (max |w| {d['max_w_at_start']:.3g}), "
-              f"{d['after_border']:.3g} after the border refit (max |w| {d['max_w_after_border']:.3g}); "
-              f"max |φ_ref| {d['max_abs_reference']:.3g}")
+        print(f"  cv given {kind:15s}: w = a·s + b with a {d['at_start']:.3g}, b {d['intercept_at_start']:+.3g} before any "
+              f"sample (max |w| {d['max_w_at_start']:.3g}; a scale alone would be {d['scale_alone_at_start']:.3g}), "
+              f"a {d['after_border']:.3g}, b {d['intercept_after_border']:+.3g} after the border (max |w| "
+              f"{d['max_w_after_border']:.3g}); max |φ_ref| {d['max_abs_reference']:.3g}")
     out["tables"] = {}
     for name, r in refs.items():
         table = run_table(replay, players, r["values"], args.budget, seeds, args.target, surrogates)

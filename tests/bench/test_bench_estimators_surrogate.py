@@ -1,8 +1,10 @@
 """bench/bench_estimators_surrogate.py: the subsets its runs need (the border is seed-free),
-and the fact its K = 16 table relies on: at a budget of 40 fine-tunes the stratified and
-control-variate estimators hold the same values for every seed (the first middle-stratum
-samples land in distinct strata, where one sample changes no difference, and the cv refits
-only at the border and then at 1.25x). Model-free: a synthetic K = 16 game."""
+and the fact its first K = 16 table relied on: at a budget of 40 fine-tunes the stratified and
+linear control-variate estimators hold the same values for every seed (the first middle-stratum
+samples land in distinct strata, where one sample changes no difference, and the linear cv
+refits only at the border and then at 1.25x). A given surrogate's cv refits its scale and
+intercept after every sample (832c590), so its values do depend on the seed before 40: the
+table runs every seed. Model-free: a synthetic K = 16 game."""
 
 import importlib.util
 import sys
@@ -43,5 +45,8 @@ def test_values_do_not_depend_on_the_seed_up_to_40(bench):
         def values(budget, seed):
             return make(stop=bench.stop_rule(budget), seed=seed).fit(game, players).result_.values
 
+        if "first-order" in name:  # refitted after every sample: the middle samples move the scale
+            assert not all(np.allclose(values(40, 0), values(40, s)) for s in (1, 2)), name
+            continue
         assert all(np.allclose(values(40, 0), values(40, s)) for s in (1, 2)), name
         assert not all(np.allclose(values(48, 0), values(48, s)) for s in (1, 2)), name

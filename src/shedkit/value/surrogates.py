@@ -22,6 +22,11 @@ def fit_additive(masks: np.ndarray, values: np.ndarray, v_empty: float,
     X = np.asarray(masks, dtype=float)
     y = np.asarray(values, dtype=float) - v_empty
     if given is not None:
+        if total is None:  # v(full) − v(∅) from the full set's row
+            full = X.all(axis=1)
+            if not full.any():
+                raise ValueError("a given surrogate's fit needs total = v(full) − v(∅) (or the full set among the masks)")
+            total = float(y[full][0])
         return fit_given(X, y, np.asarray(given, dtype=float), total)
     n = X.shape[1]
     norm = np.sqrt(np.mean(X * X, axis=0)) + 1e-12
