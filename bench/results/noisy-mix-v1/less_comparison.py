@@ -20,20 +20,33 @@ import math
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROWS = ("random", "clean-random", "filtered-random", "first-order", "shed-hybrid-filter", "lowest-loss",
-        "first-order-less", "shed-hybrid-less")
+ROWS = ("random", "clean-random", "mix-random", "auto", "filtered-random", "dsir", "first-order", "shed-hybrid-filter",
+        "lowest-loss", "first-order-less", "shed-hybrid-less")
 TASK = "alpaca_test"
 
 
 RECIPE = {"method": "lora", "epochs": 1.0, "lr": 0.001, "max_length": 256}  # the table's recipe (older cells: calibration)
 
 
-def per_seed(cells: dict, row: str, task: str = TASK) -> dict[int, dict]:
+MIXED_PARTS = ("alpaca_test", "lima_test", "gsm8k_test")  # noisy-mix-v2's mixed_test: their equal-weight mean
+
+
+def with_mixed(cell: dict) -> dict:
+    """The cell's evaluations plus ``mixed_test`` where it has every part (as the bench derives it)."""
+    evals = dict(cell.get("eval") or {})
+    if all(p in evals for p in MIXED_PARTS):
+        evals["mixed_test"] = {"loss": sum(evals[p]["loss"] for p in MIXED_PARTS) / len(MIXED_PARTS)}
+    return {**cell, "eval": evals}
+
+
+def per_seed(cells: dict, row: str, task: str | None = None) -> dict[int, dict]:
+    task = task or TASK
     out = {}
     for cell in cells.values():
         recipe = cell.get("recipe") or {}
         if any(recipe.get(k) != v for k, v in RECIPE.items()):
             continue
+        cell = with_mixed(cell)
         if cell.get("row") == row and task in (cell.get("eval") or {}):
             out[int(cell["seed"] if cell["seed"] is not None else -1)] = cell
     return out
@@ -79,13 +92,17 @@ def length_bias(cells: dict, roots: list[Path]) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    global TASK
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("new", nargs="+", type=Path, help="cells.json files of the new lanes")
     p.add_argument("--control", type=Path, help="cells.json of the recomputed random seed 0")
     p.add_argument("--out", type=Path)
     p.add_argument("--roots", type=Path, nargs="*", default=[], help="bench output folders holding the new cells' selections/")
+    p.add_argument("--committed", type=Path, default=HERE / "results.json", help="the suite's committed results.json")
+    p.add_argument("--task", default="alpaca_test", help="alpaca_test (v1) or mixed_test (v2: mean of alpaca, lima, gsm8k)")
     args = p.parse_args(argv)
-    committed = json.loads((HERE / "results.json").read_text())["cells"]
+    TASK = args.task
+    committed = json.loads(args.committed.read_text())["cells"]
     new: dict = {}
     for path in args.new:
         new.update(json.loads(path.read_text())["cells"])
@@ -122,7 +139,7 @@ def main(argv=None) -> int:
         if 0 in ctl and 0 in old:
             control = {"random_s0_recomputed": ctl[0]["eval"][TASK]["loss"], "random_s0_committed": old[0]["eval"][TASK]["loss"],
                        "difference": ctl[0]["eval"][TASK]["loss"] - old[0]["eval"][TASK]["loss"]}
-    print(f"| row | source | seeds | Alpaca test loss (mean ± sd) | corrupted | Alpaca rows | select s |")
+    print(f"| row | source | seeds | {TASK} loss (mean ± sd) | corrupted | Alpaca rows | select s |")
     print("|---|---|---|---|---|---|---|")
     for row, t in table.items():
         sel = [s for s in t["select_seconds"] if s is not None]
