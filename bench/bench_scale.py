@@ -43,7 +43,7 @@ cells (``--force`` to redo; failed cells are always redone). ``--table`` only re
 OUT/results.json and OUT/results.md from the cells. "Within 30%" means |estimate - measured| <=
 0.3 x measured, for the total, for load / method / write+report, for the method's own stages
 where plan and manifest name them (``FINE_PAIRS``) and for the peak memory. report.html's size is
-checked against 5 MB; the time it takes to open in a browser is not measured (no browser here).
+checked against 5 MB; the time it takes to open in a browser is bench_report_open.py's (Chromium).
 The methods' flags are ``METHODS``; ``--flags 'shed-qwcs-shapley=--permutations 2'`` adds flags to
 one method, ``--extra`` to all.
 
