@@ -338,6 +338,30 @@ def test_variant_options_win_over_the_plain_methods(tmp_path, suite):
     assert variant["row_keep"] == 0.5
 
 
+def test_shed_target_names_one_dev_file_per_task(tmp_path, suite, write_jsonl):
+    """--shed-target alpaca,lima: SHED's and first-order's target is one file per task (each cut
+    to --shed-dev-limit rows); one name stays a single file, so existing cells keep their keys;
+    a name the suite lacks is an error before anything runs."""
+    import shutil
+
+    from shedkit.errors import ShedkitError
+    from shedkit.evaluate.bench import Bench
+
+    shutil.copy(suite / "target_alpaca_dev.jsonl", suite / "target_lima_dev.jsonl")
+    one = Bench(suite, tmp_path / "a", BenchConfig(methods=("first-order-less",), shed_dev_limit=3))
+    one._load()
+    assert isinstance(one.method_options("first-order-less")["target"], str)
+    two = Bench(suite, tmp_path / "b", BenchConfig(methods=("first-order-less", "shed-qwcs"), shed_target="alpaca, lima",
+                                                   shed_dev_limit=3))
+    two._load()
+    for row in ("first-order-less", "shed-qwcs"):
+        files = two.method_options(row)["target"]
+        assert [p.split("/")[-1] for p in files] == ["target_alpaca_dev.head3.jsonl", "target_lima_dev.head3.jsonl"]
+        assert all(len(open(p).read().splitlines()) == 3 for p in files)
+    with pytest.raises(ShedkitError, match="target_gsm8k_dev"):
+        Bench(suite, tmp_path / "c", BenchConfig(methods=("first-order",), shed_target="alpaca,gsm8k"))
+
+
 def test_a_method_version_rekeys_its_selections_only(tmp_path, suite, monkeypatch):
     """A method module's VERSION enters its selection key (a changed method recomputes its cells);
     methods that declare none key as before, so existing cells stay valid."""

@@ -92,6 +92,24 @@ def test_lr_weights_sum_checkpoints_and_max_over_tasks():
         np.testing.assert_allclose(less_values(**one, weights=lrs)[0], per_task[k], rtol=1e-12)
     mean, _ = less_values(**joined, weights=lrs, center=True, reduce="mean")
     np.testing.assert_allclose(mean, want_task.mean(0), rtol=1e-10)
+    # max-z: each task standardised over the rows, then the max; the per-task values unchanged
+    maxz, per_task_z = less_values(**joined, weights=lrs, center=True, reduce="max-z")
+    z = (want_task - want_task.mean(1, keepdims=True)) / want_task.std(1, keepdims=True)
+    np.testing.assert_allclose(maxz, z.max(0), rtol=1e-9)
+    np.testing.assert_allclose(per_task_z, per_task, rtol=1e-12)
+
+
+def test_max_z_balances_a_task_with_larger_cosines():
+    """A task whose cosines are all ten times larger takes every top row under the plain max;
+    on the z scale each task's best rows rank equally."""
+    per = np.array([[10.0, 9.0, 8.0, 1.0, 2.0, 3.0], [0.1, 0.2, 0.3, 3.0, 2.0, 1.0]])  # [tasks, rows]
+    k, n = per.shape
+    stats = {"task_dots": per.T[None], "norms2": np.ones((1, n)), "center_dots": np.zeros((1, n)),
+             "center_norm2": np.zeros(1), "center_task_dots": np.zeros((1, k))}
+    plain = less_values(**stats, weights=[1.0], center=False, reduce="max")[0]
+    assert list(np.argsort(-plain)[:3]) == [0, 1, 2]  # task 1's rows only
+    z = less_values(**stats, weights=[1.0], center=False, reduce="max-z")[0]
+    assert set(np.argsort(-z)[:2]) == {0, 3}  # the best row of each task
 
 
 def test_values_ignore_the_scale_of_a_gradient():

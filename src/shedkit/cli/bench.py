@@ -79,7 +79,8 @@ class MethodSettingFlags:
     shed_permutations: Optional[int] = flag(None, "SHED permutations (default 10; 2 with --quick).")
     shed_removal_k: Optional[int] = flag(None, "SHED proxies removed per step (default 1; 2 with --quick).")
     shed_dev_limit: Optional[int] = flag(None, "SHED value function on the first N dev rows (default all; 50 with --quick).")
-    shed_target: str = flag("alpaca", "The loss dev target SHED values proxies on (target_<name>_dev); first-order uses it too.")
+    shed_target: str = flag("alpaca", "The loss dev target SHED values proxies on (target_<name>_dev); first-order uses it too. "
+                                       "Several, comma-separated (alpaca,lima,gsm8k): one target per task (first-order less: max over tasks).")
     shed_epochs: Optional[float] = flag(None, "Epochs of SHED's proxy fine-tunes (default: the recipe's, at least 1).")
     lobass_ref_epochs: Optional[float] = flag(None, "Epochs of LoBaSS's reference fine-tune on the pool (default 1; 0.25 with --quick).")
 

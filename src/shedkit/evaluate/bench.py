@@ -160,8 +160,12 @@ class Bench:
             raise ShedkitError(f"--first-seed {self.config.first_seed}: must be in 0..{most - 1} "
                                f"(--seeds/--method-seeds run seeds 0..{most - 1} at most)")
         self.loads: list[dict[str, Any]] = []  # load average at each computed stage
-        if self.config.shed_target not in self.suite.dev and any(r.method in SHED_METHODS for r in self.rows.values()):
-            raise ShedkitError(f"SHED's dev target 'target_{self.config.shed_target}_dev' is not in {self.suite.root}")
+        if any(r.method in SHED_METHODS or r.method == "first-order" for r in self.rows.values()):
+            missing = [n for n in self.target_names() if n not in self.suite.dev]
+            if missing or not self.target_names():
+                raise ShedkitError(f"--shed-target {self.config.shed_target!r}: "
+                                   + ", ".join(f"'target_{n}_dev'" for n in missing or ["(none named)"])
+                                   + f" not in {self.suite.root}")
         if any(r.reference for r in self.rows.values()) and self.suite.labels is None:
             refs = sorted({r.method for r in self.rows.values() if r.reference})
             raise ShedkitError(f"{', '.join(refs)} need(s) {self.suite.root}/pool_labels.jsonl")
@@ -205,6 +209,17 @@ class Bench:
             atomic_write_text(target, "\n".join(lines) + "\n")
         return str(target)
 
+    def target_names(self) -> list[str]:
+        """The dev targets named by ``--shed-target`` (comma-separated: one per task)."""
+        return [n.strip() for n in self.config.shed_target.split(",") if n.strip()]
+
+    def _dev_targets(self) -> str | list[str]:
+        """SHED's and the row scores' target: one dev file, or one per task where ``--shed-target``
+        names several (``alpaca,lima,gsm8k``; ``--shed-dev-limit`` applies to each). SHED's loss
+        value uses their rows together; first-order ``less`` values each task and takes the max."""
+        files = [self._dev_file(n, self.config.shed_dev_limit) for n in self.target_names()]
+        return files[0] if len(files) == 1 else files  # one name keys its cells as before
+
     def method_options(self, spec: str) -> dict[str, Any]:
         """Options of a row: the bench's defaults for its method < ``--option`` for the method <
         the variant's own < ``--option`` for the row spec."""
@@ -216,7 +231,7 @@ class Bench:
             opts["target"] = [str(p) for p in self.suite.loss_dev().values()]
             opts["top_k"] = c.dsir_top_k
         elif method in SHED_METHODS:
-            opts.update(target=self._dev_file(c.shed_target, c.shed_dev_limit), objective="loss", model=c.model,
+            opts.update(target=self._dev_targets(), objective="loss", model=c.model,
                         clusters=c.shed_clusters, permutations=c.shed_permutations, removal_k=c.shed_removal_k,
                         epochs=c.shed_epochs or max(1.0, c.recipe.epochs), lr=c.recipe.lr, max_length=c.recipe.max_length,
                         batch_size=c.recipe.batch_size)
@@ -224,7 +239,7 @@ class Bench:
             from shedkit.pipeline.options import all_method_options, option_fields
 
             defaults = {"model": c.model, "max_length": c.recipe.max_length,
-                        "target": self._dev_file(c.shed_target, c.shed_dev_limit)}
+                        "target": self._dev_targets()}
             declared = all_method_options().get(method)  # only what the registered method takes
             opts.update({k: v for k, v in defaults.items() if declared is not None and k in option_fields(declared)})
         elif method == "lobass":

@@ -23,7 +23,7 @@ LOSS_TASK = "alpaca_test"
 MIXED_TASK = "mixed_test"  # a suite's derived mixed target (evaluate.bench.with_mixed)
 PLANNED_SEEDS = 3
 # the questions: does shedkit's best selection beat random, the best plain filter, the full pool?
-SHEDKIT_ROWS = ("shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "lobass", "first-order", "first-order-less", "shed-hybrid-less")
+SHEDKIT_ROWS = ("shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "lobass", "first-order", "first-order-less", "first-order-less-z", "shed-hybrid-less")
 PLAIN_FILTER_ROWS = ("lowest-loss", "ifd", "filtered-random")
 SHED_ROWS = ("shed-qwcs", "shed-qocs", "shed-hybrid", "shed-hybrid-filter", "shed-hybrid-less")
 

@@ -156,7 +156,7 @@ def _method_settings(s: dict[str, Any]) -> str:
         parts.append("dsir-per-token: DSIR with the per-token mean log weight (dsir_normalize=true); the dsir row is the faithful sum")
     if any(m.startswith("shed") for m in methods):
         epochs = s.get("shed_epochs") or max(1.0, s["recipe"]["epochs"])
-        parts.append(f"SHED: value = minus the loss on target_{s['shed_target']}_dev"
+        parts.append("SHED: value = minus the loss on " + " + ".join(f"target_{n.strip()}_dev" for n in str(s["shed_target"]).split(","))
                      + (f" (first {s['shed_dev_limit']} rows)" if s.get("shed_dev_limit") else "")
                      + f", {s.get('shed_clusters') or 'about sqrt(N)'} clusters, {s.get('shed_permutations') or 'default'} permutation(s),"
                        f" removal k={s.get('shed_removal_k') or 1}, proxies fine-tuned {epochs:g} epoch(s) with the recipe's lr/batch/max_length")

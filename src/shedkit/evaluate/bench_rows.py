@@ -10,7 +10,8 @@ A row is named by a spec string:
   log weights (``dsir_normalize``), the plain ``dsir`` row being the faithful sum;
   ``shed-hybrid-filter`` is shed-hybrid with QWCS, the loss-ifd row score as a filter
   (row_keep 0.75) and random order; ``first-order-less`` is first-order with ``fo_normalize``
-  less on the last 4 layers, ``shed-hybrid-less`` shed-hybrid on those values (QWCS over
+  less on the last 4 layers (``first-order-less-z``: its several targets reduced by the max of
+  per-task z-scores), ``shed-hybrid-less`` shed-hybrid on those values (QWCS over
   their cluster sums, rows best-first). A variant's own options win over ``--option METHOD.x``
   (which sets the plain method's row); ``--option VARIANT.x`` overrides the variant;
 - a reference row (``REFERENCES``): ``clean-random`` draws random rows among those the
@@ -48,6 +49,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # first-order row values without the length bias (issue 23): LESS's Adam-preconditioned,
     # pool-centred unit directions, LoRA on the last 4 decoder layers (as bench_row_value measured)
     "first-order-less": ("first-order", {"fo_normalize": "less", "fo_layers": 4}),
+    # the same with several targets (--shed-target a,b,c) reduced by the max of per-task z-scores
+    # (one valuation with first-order-less: task_reduce is not in the cache key)
+    "first-order-less-z": ("first-order", {"fo_normalize": "less", "fo_layers": 4, "fo_task_reduce": "max-z"}),
     # SHED's QWCS over cluster values summed from those less row values, rows best-first by them
     # (zero proxy fine-tunes); the warm-up recipe is first-order's own (1 epoch, lr 2e-4), so
     # both rows share one valuation per seed in a bench's cache
@@ -56,7 +60,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # the table's rows in order; a row whose method is not in the registry at run time is left out
 TABLE_ROWS = ("random", "clean-random", "mix-random", "auto", "dsir", "dsir-per-token", "dq", "lobass", "lobass@0.06", "lowest-loss", "ifd",
-              "filtered-random", "first-order", "first-order-less", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "shed-hybrid-less", "full")
+              "filtered-random", "first-order", "first-order-less", "first-order-less-z", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "shed-hybrid-less", "full")
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ class FirstOrderOptions(TargetOptions):
     fo_center_rows: Optional[int] = opt("First-order --fo-normalize less: pool rows (seeded sample) whose mean is the "
                                         "centre (default 256; 0 = every row, one more pass over the pool).")
     fo_task_reduce: Optional[str] = opt("First-order --fo-normalize less with several --target files: max (LESS; "
-                                        "default) or mean of the per-file values.")
+                                        "default), mean, or max-z (each file's values standardised over the pool, then the max).")
     fo_checkpoints: Optional[int] = opt("First-order: warm-up checkpoints to sum over (default 2).")
     fo_warmup: Optional[float] = opt("First-order: warm-up rows, a share of the pool or a count (default 0.05).")
     fo_layers: Optional[int] = opt("First-order: LoRA on the last N decoder layers only (default all; fewer = faster backward).")

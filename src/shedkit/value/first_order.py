@@ -44,7 +44,7 @@ of that bias:
 - cosines: each row's centred direction and each dev row's gradient are unit-normalised; a
   task's value is the mean over its dev rows (one vector per task suffices: the mean of its
   rows' unit gradients), w_t = η_t / Σ η (LESS's normalised lr weights), and the tasks (one
-  per target file) are combined by max (LESS) or mean (``task_reduce``).
+  per target file) are combined by max (LESS), mean, or max of per-task z-scores (``task_reduce``).
 Per row only <Γ g, T_k>, |Γ g|^2 and <Γ g, μ> are kept (``less_values`` assembles the value),
 under ``<key>/less-<key2>/`` (``key2``: the tasks and the centre's rows), with the target
 directions and μ per checkpoint (safetensors); the checkpoints' AdamW state sits next to
@@ -77,7 +77,7 @@ from shedkit.errors import ShedkitError
 from shedkit.util.atomic import atomic_path, atomic_write_text
 
 NORMALIZE = ("raw", "cosine", "less")
-TASK_REDUCE = ("max", "mean")
+TASK_REDUCE = ("max", "mean", "max-z")
 FIRST_ORDER_VERSION = "1"
 LESS_VERSION = "1"  # of the ``less-<key>`` sub-cache (its files and what they hold)
 
@@ -198,7 +198,11 @@ def less_values(task_dots, norms2, center_dots, center_norm2, center_task_dots, 
     With c = u - μ (``center``; else c = u), value_k = Σ_t w_t <c, T_k> / |c| (the mean over task
     k's dev rows of cos(c, g_j), lr-weighted over checkpoints), and the row's value is the max
     (LESS) or mean over tasks of value_k. <c, T_k> = <u, T_k> - <μ, T_k> and
-    |c|^2 = |u|^2 - 2 <u, μ> + |μ|^2, so no vector is kept per row. Returns (values [rows],
+    |c|^2 = |u|^2 - 2 <u, μ> + |μ|^2, so no vector is kept per row. ``max-z`` standardises each
+    task's values over the rows (mean 0, sd 1) before the max: a task whose dev rows agree (one
+    answer format, GSM8K) has a long mean direction and larger cosines than a diverse one
+    (Alpaca), so the plain max hands the whole budget to it; on the z scale each task's best rows
+    compete on equal terms. Returns (values [rows],
     per-task values [tasks, rows]); NaN where a row has no gradient (or c = 0)."""
     dots = np.asarray(task_dots, dtype=np.float64)
     sq = np.asarray(norms2, dtype=np.float64)
@@ -215,6 +219,11 @@ def less_values(task_dots, norms2, center_dots, center_norm2, center_task_dots, 
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.sqrt(np.where(sq > 0, sq, np.nan))
         per_task = np.einsum("t,tnk->kn", w, dots / norm[:, :, None])
+    if reduce == "max-z":  # each task's values standardised over the pool first, then the max
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sd = np.nanstd(per_task, axis=1, keepdims=True)
+            z = (per_task - np.nanmean(per_task, axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+        return z.max(axis=0), per_task
     combined = per_task.max(axis=0) if reduce == "max" else per_task.mean(axis=0)
     return combined, per_task
 
