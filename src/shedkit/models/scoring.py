@@ -105,11 +105,16 @@ def target_logits(model, batch: Batch, head_chunk: int | None = None) -> torch.T
         logits = model(input_ids=batch.input_ids, use_cache=False).logits
         return logits[batch.rows, batch.positions].float()
     decoder, head = split
-    hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
-    picked = hidden[batch.rows, batch.positions]
+    picked = _target_hidden(decoder, batch)
     if head_chunk is None or len(picked) <= head_chunk:
         return head(picked).float()
     return torch.cat([head(picked[i : i + head_chunk]).float() for i in range(0, len(picked), head_chunk)])
+
+
+def _target_hidden(decoder, batch: Batch) -> torch.Tensor:
+    """The decoder's last hidden states ``[N, d]`` at the positions that predict the targets."""
+    hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
+    return hidden[batch.rows, batch.positions]
 
 
 def target_nll(model, batch: Batch, head_chunk: int | None = None) -> torch.Tensor:
@@ -127,8 +132,7 @@ def target_nll(model, batch: Batch, head_chunk: int | None = None) -> torch.Tens
     if split is None:
         return torch.nn.functional.cross_entropy(target_logits(model, batch), batch.targets, reduction="none")
     decoder, head = split
-    hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
-    picked = hidden[batch.rows, batch.positions]
+    picked = _target_hidden(decoder, batch)
 
     def nll(h, t):
         return torch.nn.functional.cross_entropy(head(h).float(), t, reduction="none")
