@@ -10,6 +10,10 @@ row measures: random seed 0 recomputed by the new rows' code on their machine.
 
     python3 bench/results/noisy-mix-v1/less_comparison.py NEW_CELLS.json [...] --control CTL_CELLS.json \
         [--out bench/results/noisy-mix-v1/less_comparison.json]
+
+Every row of the new cells files that the committed table lacks is a new row; ``PATH@NAME`` appends `` (NAME)`` to the rows of
+that file, so two runs of one row with other bench settings (noisy-mix-v2: one mixed target, or
+one target per task) stay apart: ``cells-less.json@mixed-target v2tasks-a/cells.json@per-task``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROWS = ("random", "clean-random", "mix-random", "auto", "filtered-random", "dsir", "first-order", "shed-hybrid-filter",
         "lowest-loss", "first-order-less", "shed-hybrid-less")
-TASK = "alpaca_test"
+FIRST_ORDER_COLUMNS = ("first_order_less", "first_order_raw", "first_order_cosine")
 
 
 RECIPE = {"method": "lora", "epochs": 1.0, "lr": 0.001, "max_length": 256}  # the table's recipe (older cells: calibration)
@@ -39,8 +43,7 @@ def with_mixed(cell: dict) -> dict:
     return {**cell, "eval": evals}
 
 
-def per_seed(cells: dict, row: str, task: str | None = None) -> dict[int, dict]:
-    task = task or TASK
+def per_seed(cells: dict, row: str, task: str) -> dict[int, dict]:
     out = {}
     for cell in cells.values():
         recipe = cell.get("recipe") or {}
@@ -67,100 +70,122 @@ def welch_p(a: list[float], b: list[float]) -> float:
     return float(st.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def length_bias(cells: dict, roots: list[Path]) -> list[dict]:
-    """Per first-order-less seed, from its scores.csv (every pool row's values): Spearman of the
-    less, raw and cosine values with the row's response tokens, and the selection's kinds."""
+def length_bias(cells: dict, rows: list[str], roots: list[Path], task: str) -> list[dict]:
+    """Per seed of each new first-order row, from its scores.csv (every pool row's values):
+    Spearman of the less (also per task where there are several), raw and cosine values with the
+    row's response tokens, and the selection's kinds and sources."""
     import csv
 
     from scipy.stats import spearmanr
 
     out = []
-    for seed, cell in sorted(per_seed(cells, "first-order-less").items()):
-        path = next((r / cell["selection"] / "scores.csv" for r in roots if (r / cell["selection"] / "scores.csv").is_file()), None)
-        if path is None:
-            continue
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        tokens = [float(r["response_tokens"]) for r in rows]
-        row = {"seed": seed, "rows": len(rows)}
-        for col in ("first_order_less", "first_order_raw", "first_order_cosine"):
-            pairs = [(float(r[col]), t) for r, t in zip(rows, tokens) if r[col] not in ("", "nan")]
-            row[f"spearman_{col}_vs_response_tokens"] = float(spearmanr(*zip(*pairs)).correlation)
-        row["selection_kinds"] = cell["composition"]["labels"]
-        out.append(row)
+    for row in rows:
+        for seed, cell in sorted(per_seed(cells, row, task).items()):
+            path = next((r / cell["selection"] / "scores.csv" for r in roots if (r / cell["selection"] / "scores.csv").is_file()), None)
+            if path is None:
+                continue
+            with open(path, newline="") as f:
+                table = list(csv.DictReader(f))
+            tokens = [float(r["response_tokens"]) for r in table]
+            entry = {"row": row, "seed": seed, "rows": len(table)}
+            columns = [c for c in table[0] if c in FIRST_ORDER_COLUMNS or c.startswith("first_order_less_")]
+            for col in columns:
+                pairs = [(float(r[col]), t) for r, t in zip(table, tokens) if r[col] not in ("", "nan")]
+                entry[f"spearman_{col}_vs_response_tokens"] = float(spearmanr(*zip(*pairs)).correlation)
+            entry["selection_kinds"] = cell["composition"]["labels"]
+            entry["selection_sources"] = cell["composition"]["sources"]
+            out.append(entry)
     return out
 
 
+def load_new(specs: list[str]) -> dict:
+    """The new cells, each file's rows renamed ``ROW (NAME)`` where it is given as ``PATH@NAME``."""
+    cells: dict = {}
+    for spec in specs:
+        path, _, name = spec.partition("@")
+        for key, cell in json.loads(Path(path).read_text())["cells"].items():
+            if cell.get("row") == "base":
+                continue
+            if name:
+                cell = {**cell, "row": f"{cell['row']} ({name})"}
+            cells[f"{key}@{name}"] = cell
+    return cells
+
+
 def main(argv=None) -> int:
-    global TASK
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("new", nargs="+", type=Path, help="cells.json files of the new lanes")
+    p.add_argument("new", nargs="+", help="cells.json files of the new lanes (PATH or PATH@NAME)")
     p.add_argument("--control", type=Path, help="cells.json of the recomputed random seed 0")
     p.add_argument("--out", type=Path)
     p.add_argument("--roots", type=Path, nargs="*", default=[], help="bench output folders holding the new cells' selections/")
     p.add_argument("--committed", type=Path, default=HERE / "results.json", help="the suite's committed results.json")
     p.add_argument("--task", default="alpaca_test", help="alpaca_test (v1) or mixed_test (v2: mean of alpaca, lima, gsm8k)")
     args = p.parse_args(argv)
-    TASK = args.task
+    task = args.task
     committed = json.loads(args.committed.read_text())["cells"]
-    new: dict = {}
-    for path in args.new:
-        new.update(json.loads(path.read_text())["cells"])
+    new = load_new(args.new)
+    # a row the committed table has is read from it (a new file may carry a control cell of it)
+    new_rows = [r for r in dict.fromkeys(c["row"] for c in new.values()) if not per_seed(committed, r, task)]
     table = {}
-    for row in ROWS:
-        cells = per_seed(new if row.endswith("-less") else committed, row)
+    for row in [r for r in ROWS if not r.endswith("-less")] + new_rows:
+        source = "new" if row in new_rows else "committed"
+        cells = per_seed(new if source == "new" else committed, row, task)
         if not cells:
             continue
         seeds = sorted(cells)
-        losses = [cells[s]["eval"][TASK]["loss"] for s in seeds]
+        losses = [cells[s]["eval"][task]["loss"] for s in seeds]
         corrupted = [cells[s]["composition"]["labels"]["corrupted"] for s in seeds]
-        alpaca = [cells[s]["composition"]["sources"].get("alpaca", 0.0) for s in seeds]
+        sources = sorted({k for s in seeds for k in cells[s]["composition"]["sources"]})
         m, sd = stats(losses)
-        table[row] = {"seeds": seeds, "alpaca_test_loss": losses, "mean": m, "sd": sd,
+        table[row] = {"seeds": seeds, "task": task, "losses": losses, "mean": m, "sd": sd,
                       "corrupted_mean": sum(corrupted) / len(corrupted), "corrupted": corrupted,
-                      "alpaca_share_mean": sum(alpaca) / len(alpaca),
-                      "select_seconds": [cells[s].get("select_seconds") for s in seeds],
-                      "source": "new" if row.endswith("-less") else "committed"}
+                      "source_share_mean": {k: sum(cells[s]["composition"]["sources"].get(k, 0.0) for s in seeds) / len(seeds)
+                                            for k in sources},
+                      "per_task_loss_mean": {t: stats([cells[s]["eval"][t]["loss"] for s in seeds])[0]
+                                             for t in cells[seeds[0]]["eval"] if all("loss" in cells[s]["eval"].get(t, {}) for s in seeds)},
+                      "select_seconds": [cells[s].get("select_seconds") for s in seeds], "source": source}
     comparisons = []
-    for ours in ("first-order-less", "shed-hybrid-less"):
+    for ours in new_rows:
         for ref in ("random", "filtered-random", "first-order"):
             if ours in table and ref in table:
                 a, b = table[ours], table[ref]
-                noise = max(x for x in (a["sd"], b["sd"]) if not math.isnan(x))
+                noise = max((x for x in (a["sd"], b["sd"]) if not math.isnan(x)), default=float("nan"))
                 delta = a["mean"] - b["mean"]
                 comparisons.append({"row": ours, "against": ref, "delta": delta, "noise": noise,
                                     "delta_over_noise": delta / noise if noise else float("nan"),
                                     "beats_by_2_sd": delta < -2 * noise,
-                                    "welch_p": welch_p(a["alpaca_test_loss"], b["alpaca_test_loss"])})
+                                    "welch_p": welch_p(a["losses"], b["losses"])})
     control = None
     if args.control:
-        ctl = per_seed(json.loads(args.control.read_text())["cells"], "random")
-        old = per_seed(committed, "random")
+        ctl = per_seed(json.loads(args.control.read_text())["cells"], "random", task)
+        old = per_seed(committed, "random", task)
         if 0 in ctl and 0 in old:
-            control = {"random_s0_recomputed": ctl[0]["eval"][TASK]["loss"], "random_s0_committed": old[0]["eval"][TASK]["loss"],
-                       "difference": ctl[0]["eval"][TASK]["loss"] - old[0]["eval"][TASK]["loss"]}
-    print(f"| row | source | seeds | {TASK} loss (mean ± sd) | corrupted | Alpaca rows | select s |")
+            control = {"random_s0_recomputed": ctl[0]["eval"][task]["loss"], "random_s0_committed": old[0]["eval"][task]["loss"],
+                       "difference": ctl[0]["eval"][task]["loss"] - old[0]["eval"][task]["loss"]}
+    print(f"| row | source | seeds | {task} loss (mean ± sd) | corrupted | sources | select s |")
     print("|---|---|---|---|---|---|---|")
     for row, t in table.items():
         sel = [s for s in t["select_seconds"] if s is not None]
+        mix = ", ".join(f"{k} {100 * v:.0f}%" for k, v in t["source_share_mean"].items() if v >= 0.005)
         print(f"| {row} | {t['source']} | {len(t['seeds'])} | {t['mean']:.4f} ± {t['sd']:.4f} | "
-              f"{100 * t['corrupted_mean']:.1f}% | {100 * t['alpaca_share_mean']:.0f}% | "
-              f"{(sum(sel) / len(sel)) if sel else float('nan'):.0f} |")
+              f"{100 * t['corrupted_mean']:.1f}% | {mix} | {(sum(sel) / len(sel)) if sel else float('nan'):.0f} |")
     for c in comparisons:
         print(f"{c['row']} vs {c['against']}: Δ = {c['delta']:+.4f} ({c['delta_over_noise']:+.1f} × noise {c['noise']:.4f}); "
               f"Welch p = {c['welch_p']:.3g}; beats by > 2 sd: {c['beats_by_2_sd']}")
     if control:
         print(f"control: random seed 0 recomputed {control['random_s0_recomputed']:.4f} vs committed "
               f"{control['random_s0_committed']:.4f} (Δ {control['difference']:+.4f})")
-    bias = length_bias(new, args.roots) if args.roots else []
+    fo_rows = [r for r in new_rows if r.startswith("first-order")]
+    bias = length_bias(new, fo_rows, args.roots, task) if args.roots else []
     for b in bias:
         k = b["selection_kinds"]
-        print(f"seed {b['seed']}: Spearman with response tokens: less {b['spearman_first_order_less_vs_response_tokens']:+.2f}, "
-              f"raw {b['spearman_first_order_raw_vs_response_tokens']:+.2f}, cosine {b['spearman_first_order_cosine_vs_response_tokens']:+.2f}; "
-              f"selection corrupted {100 * k['corrupted']:.1f}% (" + ", ".join(
-                  f"{n} {100 * k[n]:.1f}%" for n in sorted(k) if n not in ("clean", "corrupted")) + ")")
+        rho = ", ".join(f"{c.removeprefix('spearman_first_order_').removesuffix('_vs_response_tokens')} {v:+.2f}"
+                        for c, v in b.items() if c.startswith("spearman_"))
+        print(f"{b['row']} seed {b['seed']}: Spearman with response tokens: {rho}; selection corrupted "
+              f"{100 * k['corrupted']:.1f}% (" + ", ".join(f"{n} {100 * k[n]:.1f}%" for n in sorted(k) if n not in ("clean", "corrupted"))
+              + "); sources " + ", ".join(f"{n} {100 * v:.0f}%" for n, v in sorted(b["selection_sources"].items())))
     if args.out:
-        args.out.write_text(json.dumps({"table": table, "comparisons": comparisons, "control": control,
+        args.out.write_text(json.dumps({"task": task, "table": table, "comparisons": comparisons, "control": control,
                                         "length_bias": bias}, indent=1) + "\n")
     return 0
 
