@@ -114,9 +114,15 @@ def test_a_pool_twice_as_long_takes_about_twice_as_long(tmp_path_factory, tmp_pa
                                              for r in rows])
 
     def model_work(pool, where):
-        plan = dry_run(pool, tmp_path / where, "filtered-random", **MODEL)
-        stages = [s for s in plan["stages"] if s["name"] in ("base_losses", "response_alone_losses")]
-        return sum(s["seconds"] for s in stages), sum(s["units"]["tokens"] for s in stages)
+        # the least of three plans: each times a sub-second sample, which a busy machine can
+        # stretch several-fold once (seen under load 3: a 4x ratio)
+        runs = []
+        for k in range(3):
+            plan = dry_run(pool, tmp_path / f"{where}{k}", "filtered-random", **MODEL)
+            stages = [s for s in plan["stages"] if s["name"] in ("base_losses", "response_alone_losses")]
+            runs.append((sum(s["seconds"] for s in stages), sum(s["units"]["tokens"] for s in stages)))
+        assert len({t for _, t in runs}) == 1
+        return min(s for s, _ in runs), runs[0][1]
 
     seconds_1, tokens_1 = model_work(once, "a")
     seconds_2, tokens_2 = model_work(twice, "b")

@@ -160,15 +160,21 @@ def inference_gb(m: LM, batch_tokens: float) -> float:
     return (hidden + min(batch_tokens, HEAD_CHUNK) * m.vocab * 3) * BYTES / GB
 
 
-def training_gb(m: LM, rows: float, width: float) -> float:
-    """One training micro-batch of ``rows`` rows padded to ``width`` tokens: what every layer
-    keeps for the backward (~14 hidden-sized and 6 MLP-sized vectors a token, and the attention
-    weights, rows x heads x width²), and the logits with their gradient. Calibrated on
-    SmolLM2-135M, LoRA, fp32, 4 rows of 512 tokens (1,248 targets): 5.8 GB measured; 6.1 GB by this
-    formula, which counts every token a target."""
+def training_gb(m: LM, rows: float, width: float, layers: int | None = None) -> float:
+    """One training micro-batch of ``rows`` rows padded to ``width`` tokens: what each of the
+    ``layers`` layers with gradients (default all; first-order's ``--fo-layers``: the frozen
+    prefix below runs without keeping activations) keeps for the backward (~14 hidden-sized and
+    6 MLP-sized vectors a token, and the attention weights, rows x heads x width²), and the
+    logits with their softmax and gradient for one chunk of ``scoring.TRAIN_HEAD_CHUNK``
+    targets (the head runs chunk by chunk under checkpointing). Calibrated on SmolLM2-135M,
+    LoRA, fp32, 4 rows of 512 tokens (1,248 targets): 5.8 GB measured with the whole logits,
+    6.1 GB by this formula then, which counts every token a target."""
+    from shedkit.models.scoring import TRAIN_HEAD_CHUNK
+
     tokens = rows * width
     per_layer = tokens * (14 * m.hidden + 6 * m.intermediate) + rows * m.heads * width * width
-    return (m.layers * per_layer + tokens * m.vocab * 3) * BYTES / GB
+    n_layers = m.layers if layers is None else max(1, min(int(layers), m.layers))
+    return (n_layers * per_layer + min(tokens, TRAIN_HEAD_CHUNK) * m.vocab * 3) * BYTES / GB
 
 
 def longest(lengths: np.ndarray, rows: Sequence[int], max_length: int) -> float:

@@ -57,9 +57,12 @@ def _train_rate(p: Planner, config) -> dict[str, Any]:
 
 
 def fine_tune_stage(p: Planner, name: str, does: str, rows: Sequence[int], config,
-                    rate: dict[str, Any] | None = None) -> Stage:
+                    rate: dict[str, Any] | None = None, adapted_layers: int | None = None,
+                    weight_copies: int = 2) -> Stage:
     """A LoRA (or full) fine-tune of the model on ``rows`` for ``config.epochs``; ``rate``: a
-    measured seconds-per-token (``_train_rate``'s keys) to use instead of timing one."""
+    measured seconds-per-token (``_train_rate``'s keys) to use instead of timing one;
+    ``adapted_layers``: LoRA on the last N layers only (activations kept for those);
+    ``weight_copies``: the base and its copy (2), or one where the copy shares the frozen weights."""
     from shedkit.models.finetune import _epoch_batches
 
     m = lm(p)
@@ -68,7 +71,7 @@ def fine_tune_stage(p: Planner, name: str, does: str, rows: Sequence[int], confi
     steps = len(_epoch_batches(len(rows), config, int(p.ctx.seed))) if rows else 0
     rate = rate or _train_rate(p, config)
     width = longest(lengths, rows, config.max_length)
-    act = training_gb(m, config.batch_size, width)
+    act = training_gb(m, config.batch_size, width, layers=adapted_layers)
     trainable = m.weights_gb if config.method == "full" else 0.02 * m.weights_gb
     return Stage(
         name, does, f"{steps:,} steps, {len(rows):,} rows x {config.epochs:g} epoch(s), {number(tokens)} tokens",
@@ -77,9 +80,12 @@ def fine_tune_stage(p: Planner, name: str, does: str, rows: Sequence[int], confi
         f"({number(rate['tokens'])} "
         f"tokens: {rate['seconds']:.3g} s): {rate['rate']:.3g} s/token x {number(tokens)} tokens (tokens: {how}, "
         f"clipped at max_length {config.max_length})",
-        max(rate["peak_gb"], p.baseline_gb + 2 * m.weights_gb + 4 * trainable + act),
-        f"base + its copy 2 x {m.weights_gb:.3f} GB, trainable weights with AdamW state, activations "
-        f"{act:.3f} GB (a batch of {config.batch_size} rows padded to {width:.0f} tokens); measured peak after "
+        max(rate["peak_gb"], p.baseline_gb + weight_copies * m.weights_gb + 4 * trainable + act),
+        (f"base + its copy 2 x {m.weights_gb:.3f} GB" if weight_copies == 2 else
+         f"base {m.weights_gb:.3f} GB (its copy shares the frozen weights)")
+        + f", trainable weights with AdamW state, activations {act:.3f} GB (a batch of {config.batch_size} rows "
+        f"padded to {width:.0f} tokens" + (f", {adapted_layers} adapted layer(s)" if adapted_layers else "")
+        + f"); measured peak after "
         f"the timed steps {rate['peak_gb']:.2f} GB",
         flops=train_flops(m.params, tokens))
 
@@ -160,8 +166,9 @@ def _fo_warmup_stage(p: Planner, s: dict[str, Any], rows: Sequence[int], config)
         rate = {"rate": seconds / tokens, "steps": len(_epoch_batches(s["rows"], config, int(p.ctx.seed))),
                 "rows": s["rows"], "tokens": tokens, "seconds": seconds, "peak_gb": s["peak_gb"],
                 "what": "the warm-up of the first-order sample fit (the second of two fits)"}
+    layers = int(p.option("fo_layers")) if p.option("fo_layers") else None
     return fine_tune_stage(p, "warmup_fine_tune", f"first-order warm-up: LoRA fine-tune on {len(rows):,} pool rows",
-                           rows, config, rate)
+                           rows, config, rate, adapted_layers=layers, weight_copies=1)
 
 
 def first_order_stages(p: Planner) -> list[Stage]:
@@ -182,9 +189,13 @@ def first_order_stages(p: Planner) -> list[Stage]:
     ck = s["checkpoints"]
     lengths, how = row_tokens(p, "record", config)
     size, width = int(p.option("fo_batch_size", 8)), longest(lengths, usable, config.max_length)
-    memory = max(s["peak_gb"], p.baseline_gb + 2 * m.weights_gb + training_gb(m, size, width))
-    memory_from = (f"base + LoRA copy 2 x {m.weights_gb:.3f} GB + activations of a {size}-row batch padded to "
-                   f"{width:.0f} tokens; measured peak after the sample fit {s['peak_gb']:.2f} GB")
+    adapted = int(p.option("fo_layers")) if p.option("fo_layers") else None
+    act = training_gb(m, size, width, layers=adapted)
+    # the LoRA model shares the base's frozen weights (models.gradients.frozen_weights_copy)
+    memory = max(s["peak_gb"], p.baseline_gb + m.weights_gb + act)
+    memory_from = (f"base {m.weights_gb:.3f} GB (the LoRA model shares its frozen weights) + activations of a {size}-row "
+                   f"batch padded to {width:.0f} tokens through {adapted or m.layers} adapted layer(s) {act:.2f} GB; "
+                   f"measured peak after the sample fit {s['peak_gb']:.2f} GB")
     timed_ = s["timings"]
 
     def stage(name, does, units_name, tokens, sample_tokens, seconds_key, rows):
