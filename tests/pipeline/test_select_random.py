@@ -88,3 +88,17 @@ def test_demo_runs(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--rows", "80", "--method", "random"]) == 0
     assert (tmp_path / "demo" / "run" / "subset.jsonl").exists()
     assert "corrupted" in capsys.readouterr().out
+
+
+def test_threads_flag_sets_torch_threads_and_is_not_a_method_option(tmp_path, pool_path):
+    """--threads N reaches torch (as bench/finetune/eval's does); random takes no such option,
+    so it must not be passed down as one; 0 is refused with a clear error."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["select", str(pool_path), "--budget", "5", "--out", str(tmp_path / "a"), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["select", str(pool_path), "--budget", "5", "--out", str(tmp_path / "b"), "--threads", "0"]) != 0
+    finally:
+        torch.set_num_threads(before)

@@ -44,6 +44,11 @@ class CacheFlag:
 
 
 @dataclass
+class ThreadsFlag:
+    threads: Optional[int] = flag(None, "torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU).")
+
+
+@dataclass
 class RunFlags:
     """Progress and CPU threads of commands that run models."""
 

@@ -13,10 +13,10 @@ from typing import Any
 import typer
 
 from shedkit.cli.config import given_on_command_line, load_yaml, merge_config
-from shedkit.cli.flags import CacheFlag, ConfigFlag, InputFlags, with_flags
+from shedkit.cli.flags import CacheFlag, ConfigFlag, InputFlags, ThreadsFlag, with_flags
 from shedkit.pipeline.methods import METHODS
 
-CORE = ("pool", "method", "budget", "out", "seed", "format", "field", "dedup", "skip_empty", "cache_dir", "config")
+CORE = ("pool", "method", "budget", "out", "seed", "format", "field", "dedup", "skip_empty", "cache_dir", "config", "threads")
 
 
 def select_command(
@@ -43,6 +43,10 @@ def select_command(
                   if k in yaml_keys and not given_on_command_line(ctx, k) else f"--{k.replace('_', '-')}")
     from shedkit.value.planning import DryRunFinished
 
+    if params.get("threads") is not None:
+        from shedkit.cli.bench import set_threads
+
+        set_threads(params["threads"])
     try:
         result = select(
             params["pool"], method=params["method"], budget=params["budget"], seed=params["seed"],
@@ -65,5 +69,5 @@ def _method_option_classes() -> list[type]:
 
 
 def register(app: typer.Typer) -> None:
-    command = with_flags(ConfigFlag, InputFlags, CacheFlag, *_method_option_classes())(select_command)
+    command = with_flags(ConfigFlag, InputFlags, CacheFlag, ThreadsFlag, *_method_option_classes())(select_command)
     app.command("select", help="Select a subset of a pool.")(command)
