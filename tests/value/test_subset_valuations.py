@@ -149,6 +149,31 @@ def test_a_centred_given_surrogate_keeps_its_ranking_before_any_sample():
     np.testing.assert_allclose(after.values, game.weights, atol=0.05)
 
 
+def test_a_given_surrogates_running_fit_equals_the_batch_fit():
+    """The given surrogate's scale and intercept come from two running sums (O(n) a refit):
+    after every sample they equal fit_given over ∅, the full set and every subset so far."""
+    from shedkit.value.surrogates import fit_given
+
+    game = GAMES["random7"]
+    g = np.random.default_rng(5).normal(size=len(game.players))
+    seen = []
+
+    class Checked(ControlVariateShapley):
+        def _after_fold(self, state, subset, value):
+            super()._after_fold(state, subset, value)
+            mask = np.zeros(state.n_players, bool)
+            mask[subset] = True
+            seen.append((mask, value))
+            n, ctx = state.n_players, state.ctx
+            X = np.vstack([np.zeros(n, bool), np.ones(n, bool), *[m for m, _ in seen]])
+            y = np.array([ctx.v_empty, ctx.v_full, *[v for _, v in seen]]) - ctx.v_empty
+            np.testing.assert_allclose(self._surrogate, fit_given(X, y, g, total=ctx.v_full - ctx.v_empty),
+                                       rtol=1e-9, atol=1e-12)
+
+    result = Checked(surrogate=dict(zip(game.players, g)), stop=MaxEvaluations(60), seed=0).fit(game).result_
+    assert len(seen) >= 20 and result.n_evaluations <= 60
+
+
 def test_regression_is_exact_on_additive_games_and_always_efficient():
     game = GAMES["additive"]
     result = RegressionShapley(stop=MaxPermutations(3), seed=0).fit(game).result_

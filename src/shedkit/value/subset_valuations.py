@@ -289,7 +289,8 @@ class ControlVariateShapley(StratifiedShapley):
                  evaluations so far whenever they have grown by ``refit_growth`` (×);
                  a mapping player id → value g: per-player surrogate values (e.g. first-order
                  row values summed per proxy); w = a·g + b refitted after every sample (scale a
-                 and intercept b, with Σw = v(full) − v(∅); ``surrogates.fit_given``).
+                 and intercept b, with Σw = v(full) − v(∅); ``surrogates.fit_given``) from two
+                 running sums, so a refit costs O(n), not O(samples·n).
     """
 
     name = "cv"
@@ -318,7 +319,11 @@ class ControlVariateShapley(StratifiedShapley):
         state = super()._running_state(n, ctx)
         self._masks, self._values = [], []
         self._next_fit = 0
+        self._zz = self._zr = 0.0  # a given surrogate's running sums (surrogates.given_weights)
         if self.surrogate is not None:
+            from shedkit.value.surrogates import given_vector
+
+            self._given = given_vector(self.surrogate, self._players)
             # A given surrogate is usable from the start, constrained to v(full) − v(∅) (the only
             # evaluations so far; its scale from a prior until a subset informs it, see
             # surrogates.fit_given): before any sample the values rank as the surrogate, so a
@@ -329,22 +334,33 @@ class ControlVariateShapley(StratifiedShapley):
     def _after_fold(self, state, subset, value):
         mask = np.zeros(state.n_players, dtype=bool)
         mask[subset] = True
+        if self.surrogate is not None:
+            # two parameters (scale, intercept) from two running sums: refitted after every sample
+            from shedkit.value.surrogates import given_informative, given_terms
+
+            total = state.ctx.v_full - state.ctx.v_empty
+            z, r = given_terms(mask[None], np.array([value - state.ctx.v_empty]), self._given, total)
+            if given_informative(z, self._given)[0]:
+                self._zz += float(z[0] * z[0])
+                self._zr += float(z[0] * r[0])
+            self._refit(state)
+            return
         self._masks.append(mask)
         self._values.append(value)
-        if self.surrogate is not None:
-            self._refit(state)  # two parameters (scale, intercept): cheap to refit after every sample
-        elif state.n_samples >= self._n_border and state.n_samples >= self._next_fit:
+        if state.n_samples >= self._n_border and state.n_samples >= self._next_fit:
             self._refit(state)
             self._next_fit = max(state.n_samples + 1, int(state.n_samples * self.refit_growth))
 
     def _refit(self, state):
-        from shedkit.value.surrogates import fit_additive, given_vector
+        from shedkit.value.surrogates import fit_additive, given_weights
 
         n, ctx = state.n_players, state.ctx
+        if self.surrogate is not None:
+            self._surrogate = given_weights(self._given, ctx.v_full - ctx.v_empty, self._zz, self._zr)
+            return
         masks = np.vstack([np.zeros(n, bool), np.ones(n, bool), *self._masks])
         values = np.array([ctx.v_empty, ctx.v_full, *self._values])
-        given = None if self.surrogate is None else given_vector(self.surrogate, self._players)
-        self._surrogate = fit_additive(masks, values, ctx.v_empty, given, self.ridge, total=ctx.v_full - ctx.v_empty)
+        self._surrogate = fit_additive(masks, values, ctx.v_empty, None, self.ridge)
 
 
 class _RegressionState(_RunningState):

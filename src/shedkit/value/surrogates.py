@@ -49,18 +49,40 @@ def fit_given(X: np.ndarray, y: np.ndarray, g: np.ndarray, total: float | None =
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
+    g = np.asarray(g, dtype=float)
+    if total is None:
+        total = float(g.sum())
+    zz = zr = 0.0
+    if len(X):
+        z, r = given_terms(X, y, g, total)
+        informative = given_informative(z, g)
+        zz, zr = float(z[informative] @ z[informative]), float(z[informative] @ r[informative])
+    return given_weights(g, total, zz, zr)
+
+
+def given_terms(X: np.ndarray, y: np.ndarray, g: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per evaluation (rows of X, values y = v(S) − v(∅)): the centred surrogate sum
+    z = Σ_{i∈S} g_i − Σg·|S|/n and the centred value r = y − total·|S|/n (see ``fit_given``)."""
+    n = len(g)
+    sizes = np.asarray(X, dtype=float).sum(axis=-1)
+    return np.asarray(X, dtype=float) @ g - float(g.sum()) * sizes / n, np.asarray(y, dtype=float) - total * sizes / n
+
+
+def given_informative(z: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The evaluations whose centred surrogate sum is not 0 (∅ and the full set never are)."""
+    return np.abs(z) > 1e-12 * (abs(float(g.sum())) + float(g.std()) * len(g))
+
+
+def given_weights(g: np.ndarray, total: float, zz: float, zr: float) -> np.ndarray:
+    """w = a·g + b from the sums Σz² and Σz·r over the informative evaluations (a = Σzr/Σz²;
+    with none, Σz² = 0, the prior of ``fit_given``): what a running fit keeps, O(n) per refit."""
+    g = np.asarray(g, dtype=float)
     n = len(g)
     g_sum, g_sd = float(g.sum()), float(g.std())
-    if total is None:
-        total = g_sum
     if g_sd <= 1e-15 * max(1.0, abs(float(g.mean()))):
         return np.full(n, total / n)  # a constant surrogate says nothing beyond the total
-    sizes = X.sum(axis=1)
-    z = X @ g - g_sum * sizes / n
-    r = y - total * sizes / n
-    informative = np.abs(z) > 1e-12 * (abs(g_sum) + g_sd * n)
-    if informative.any():
-        a = float(z[informative] @ r[informative] / (z[informative] @ z[informative]))
+    if zz > 0:
+        a = zr / zz
     elif abs(g.mean()) * np.sqrt(n) >= g_sd and g_sum * total > 0:
         a = total / g_sum
     else:
