@@ -154,3 +154,25 @@ def test_cli_dry_run_prints_the_stage_table(data, tmp_path, capsys, one_torch_th
         assert text in err, text
     assert (tmp_path / "o" / "work" / "dry_run.json").exists()
     assert not any((tmp_path / "o" / name).exists() for name in OUTPUTS)
+
+
+@pytest.mark.parametrize("method", ["random", "dsir", "dq"])
+def test_a_model_free_plan_does_not_import_torch(method, data, tmp_path):
+    """random, dsir and dq with the hashed embedder plan without torch: its import (1.5 s, ~300 MB)
+    is not paid for a machine description (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    options = {k: [str(x) for x in v] if isinstance(v, list) else v for k, v in CASES[method][0](data).items()}
+    code = (
+        "import sys, shedkit\n"
+        "from shedkit.value.planning import DryRunFinished\n"
+        f"try: shedkit.select({str(data['pool'])!r}, method={method!r}, budget=8, out={str(tmp_path / 'o')!r}, "
+        f"dry_run=True, progress=False, **{options!r})\n"
+        "except DryRunFinished as e: plan = e.plan\n"
+        "assert plan['machine']['cpus'] >= 1\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

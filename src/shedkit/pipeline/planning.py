@@ -229,9 +229,10 @@ def machine() -> dict[str, Any]:
     import platform
 
     out: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+    torch = sys.modules.get("torch")  # described only where a stage loaded it: a model-free plan
+    if torch is None:                 # does not pay torch's import (1.5 s, ~300 MB) for a description
+        return out
     try:
-        import torch
-
         out["torch_threads"] = torch.get_num_threads()
         out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception:  # noqa: BLE001 - a description only
