@@ -98,13 +98,14 @@ def length_bias(cells: dict, rows: list[str], roots: list[Path], task: str) -> l
     return out
 
 
-def load_new(specs: list[str]) -> dict:
-    """The new cells, each file's rows renamed ``ROW (NAME)`` where it is given as ``PATH@NAME``."""
+def load_new(specs: list[str], committed: dict) -> dict:
+    """The new cells, each file's rows renamed ``ROW (NAME)`` where it is given as ``PATH@NAME``;
+    cells the committed table holds (a bench run with ``--reuse`` carries them) are left out."""
     cells: dict = {}
     for spec in specs:
         path, _, name = spec.partition("@")
         for key, cell in json.loads(Path(path).read_text())["cells"].items():
-            if cell.get("row") == "base":
+            if cell.get("row") == "base" or key in committed:
                 continue
             if name:
                 cell = {**cell, "row": f"{cell['row']} ({name})"}
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     task = args.task
     committed = json.loads(args.committed.read_text())["cells"]
-    new = load_new(args.new)
+    new = load_new(args.new, committed)
     # a row the committed table has is read from it (a new file may carry a control cell of it)
     new_rows = [r for r in dict.fromkeys(c["row"] for c in new.values()) if not per_seed(committed, r, task)]
     table = {}
