@@ -49,11 +49,10 @@ class ThreadsFlag:
 
 
 @dataclass
-class RunFlags:
+class RunFlags(ThreadsFlag):
     """Progress and CPU threads of commands that run models."""
 
     progress: bool = flag(True, "Show progress bars.", flags=("--progress/--no-progress",))
-    threads: Optional[int] = flag(None, "torch CPU threads (default torch's; 1 is fastest on a shared, busy CPU).")
 
 
 def _score_flags() -> type:
@@ -102,7 +101,7 @@ def _panel(cls: type, name: str) -> str | None:
             if "panel" in base.__dict__:
                 return base.__dict__["panel"]
             label = base.__name__.removesuffix("Options").removesuffix("Flags").removesuffix("Flag")
-            return None if label in ("Input", "Config", "Cache", "Run") else f"{label} options"
+            return None if label in ("Input", "Config", "Cache", "Run", "Threads") else f"{label} options"
     return None
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from shedkit.data.containers import atomic_write_json
 from shedkit.errors import ShedkitError
 from shedkit.evaluate.bench_rows import (MIX_RANDOM_OF, BenchRow, clean_random_positions, default_rows,
-                                         mix_random_positions, parse_row)
+                                         mix_random_positions, parse_row, target_names)
 from shedkit.evaluate.recipe import BENCH_RECIPE, QUICK_RECIPE, RECIPE_SEED, TRAIN_STATS, finetune_records, rows_trained
 from shedkit.evaluate.suite import Suite, composition, read_labels
 from shedkit.models.config import MODEL_LAYER_VERSION, ScoreConfig, TrainConfig, stable_hash
@@ -161,8 +161,9 @@ class Bench:
                                f"(--seeds/--method-seeds run seeds 0..{most - 1} at most)")
         self.loads: list[dict[str, Any]] = []  # load average at each computed stage
         if any(r.method in SHED_METHODS or r.method == "first-order" for r in self.rows.values()):
-            missing = [n for n in self.target_names() if n not in self.suite.dev]
-            if missing or not self.target_names():
+            names = target_names(self.config.shed_target)
+            missing = [n for n in names if n not in self.suite.dev]
+            if missing or not names:
                 raise ShedkitError(f"--shed-target {self.config.shed_target!r}: "
                                    + ", ".join(f"'target_{n}_dev'" for n in missing or ["(none named)"])
                                    + f" not in {self.suite.root}")
@@ -209,15 +210,11 @@ class Bench:
             atomic_write_text(target, "\n".join(lines) + "\n")
         return str(target)
 
-    def target_names(self) -> list[str]:
-        """The dev targets named by ``--shed-target`` (comma-separated: one per task)."""
-        return [n.strip() for n in self.config.shed_target.split(",") if n.strip()]
-
     def _dev_targets(self) -> str | list[str]:
         """SHED's and the row scores' target: one dev file, or one per task where ``--shed-target``
         names several (``alpaca,lima,gsm8k``; ``--shed-dev-limit`` applies to each). SHED's loss
         value uses their rows together; first-order ``less`` values each task and takes the max."""
-        files = [self._dev_file(n, self.config.shed_dev_limit) for n in self.target_names()]
+        files = [self._dev_file(n, self.config.shed_dev_limit) for n in target_names(self.config.shed_target)]
         return files[0] if len(files) == 1 else files  # one name keys its cells as before
 
     def method_options(self, spec: str) -> dict[str, Any]:

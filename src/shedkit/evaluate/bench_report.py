@@ -145,7 +145,7 @@ def results_markdown(doc: dict[str, Any]) -> str:
 
 
 def _method_settings(s: dict[str, Any]) -> str:
-    from shedkit.evaluate.bench_rows import VARIANTS
+    from shedkit.evaluate.bench_rows import VARIANTS, target_names
 
     names = [m.partition("@")[0] for m in s["methods"]]
     methods = {VARIANTS.get(n, (n, {}))[0] for n in names}
@@ -156,7 +156,7 @@ def _method_settings(s: dict[str, Any]) -> str:
         parts.append("dsir-per-token: DSIR with the per-token mean log weight (dsir_normalize=true); the dsir row is the faithful sum")
     if any(m.startswith("shed") for m in methods):
         epochs = s.get("shed_epochs") or max(1.0, s["recipe"]["epochs"])
-        parts.append("SHED: value = minus the loss on " + " + ".join(f"target_{n.strip()}_dev" for n in str(s["shed_target"]).split(","))
+        parts.append("SHED: value = minus the loss on " + " + ".join(f"target_{n}_dev" for n in target_names(s["shed_target"]))
                      + (f" (first {s['shed_dev_limit']} rows)" if s.get("shed_dev_limit") else "")
                      + f", {s.get('shed_clusters') or 'about sqrt(N)'} clusters, {s.get('shed_permutations') or 'default'} permutation(s),"
                        f" removal k={s.get('shed_removal_k') or 1}, proxies fine-tuned {epochs:g} epoch(s) with the recipe's lr/batch/max_length")

@@ -63,6 +63,11 @@ TABLE_ROWS = ("random", "clean-random", "mix-random", "auto", "dsir", "dsir-per-
               "filtered-random", "first-order", "first-order-less", "first-order-less-z", "shed-qocs", "shed-qwcs", "shed-hybrid", "shed-hybrid-filter", "shed-hybrid-less", "full")
 
 
+def target_names(shed_target: str) -> list[str]:
+    """The dev targets ``--shed-target`` names (comma-separated: one per task)."""
+    return [n.strip() for n in str(shed_target).split(",") if n.strip()]
+
+
 @dataclass(frozen=True)
 class BenchRow:
     label: str  # the spec as written: the row's name in every table

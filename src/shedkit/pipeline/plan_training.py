@@ -92,6 +92,11 @@ def fine_tune_stage(p: Planner, name: str, does: str, rows: Sequence[int], confi
 
 # -- first-order gradients --------------------------------------------------------------------
 
+def _fo_layers(p: Planner) -> int | None:
+    """``--fo-layers``: LoRA on the last N decoder layers (None: all)."""
+    return int(p.option("fo_layers")) if p.option("fo_layers") else None
+
+
 def _fo_sample(p: Planner, config) -> dict[str, Any]:
     """A real first-order fit on two gradient batches of pool rows (``windows``; more if the
     warm-up needs a step per checkpoint) and ``FO_DEV_SAMPLE`` dev rows, in a scratch cache:
@@ -125,7 +130,7 @@ def _fo_sample(p: Planner, config) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="shedkit-plan-") as scratch:
                 fit = get_valuation("first-order")(
                     model=m.spec, train_config=config, warmup_rows=len(sample), checkpoints=checkpoints,
-                    last_layers=int(p.option("fo_layers")) if p.option("fo_layers") else None, normalize=normalize,
+                    last_layers=_fo_layers(p), normalize=normalize,
                     center=p.option("fo_center") is not False, center_rows=0,
                     task_reduce=str(p.option("fo_task_reduce", "max")),
                     projection_dim=int(p.option("fo_projection_dim", 0)),
@@ -166,9 +171,8 @@ def _fo_warmup_stage(p: Planner, s: dict[str, Any], rows: Sequence[int], config)
         rate = {"rate": seconds / tokens, "steps": len(_epoch_batches(s["rows"], config, int(p.ctx.seed))),
                 "rows": s["rows"], "tokens": tokens, "seconds": seconds, "peak_gb": s["peak_gb"],
                 "what": "the warm-up of the first-order sample fit (the second of two fits)"}
-    layers = int(p.option("fo_layers")) if p.option("fo_layers") else None
     return fine_tune_stage(p, "warmup_fine_tune", f"first-order warm-up: LoRA fine-tune on {len(rows):,} pool rows",
-                           rows, config, rate, adapted_layers=layers, weight_copies=1)
+                           rows, config, rate, adapted_layers=_fo_layers(p), weight_copies=1)
 
 
 def first_order_stages(p: Planner) -> list[Stage]:
@@ -189,7 +193,7 @@ def first_order_stages(p: Planner) -> list[Stage]:
     ck = s["checkpoints"]
     lengths, how = row_tokens(p, "record", config)
     size, width = int(p.option("fo_batch_size", 8)), longest(lengths, usable, config.max_length)
-    adapted = int(p.option("fo_layers")) if p.option("fo_layers") else None
+    adapted = _fo_layers(p)
     act = training_gb(m, size, width, layers=adapted)
     # the LoRA model shares the base's frozen weights (models.gradients.frozen_weights_copy)
     memory = max(s["peak_gb"], p.baseline_gb + m.weights_gb + act)
