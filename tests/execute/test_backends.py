@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -99,6 +100,25 @@ def test_process_pool_error_keeps_finished_jobs(tmp_path):
             ShedRemoval(stop=MaxPermutations(3), seed=0).fit(util, backend=pool)
     sizes = sorted(len(json.loads(p.read_text())["ids"]) for p in tmp_path.rglob("*.json"))
     assert 5 not in sizes and {0, 7} <= set(sizes) and len(sizes) >= 3  # what finished is kept
+
+
+def test_process_pool_error_still_yields_the_jobs_running_beside_it():
+    # The failing job ends at once while the 2-second one runs: that one's result is yielded
+    # before the error (the pool runs it to the end anyway), and the pool stays usable.
+    results = []
+    with ProcessPoolBackend(workers=2) as pool:
+        with pytest.raises(RuntimeError, match="boom"):
+            for i, value in pool.run(_sleep_or_fail, [2.0, "fail"]):
+                results.append((i, value))
+        assert results == [(0, 2.0)]
+        assert list(pool.run(_sleep_or_fail, [0.0])) == [(0, 0.0)]
+
+
+def _sleep_or_fail(item):
+    if item == "fail":
+        raise RuntimeError("boom")
+    time.sleep(item)
+    return item
 
 
 class FailOnSize5:

@@ -126,13 +126,26 @@ class ProcessPoolBackend(Backend):
         pool = self._executor()
         index = {pool.submit(fn, item): i for i, item in enumerate(items)}
         pending = set(index)
+        error: BaseException | None = None
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=index.__getitem__):
+                    if future.cancelled():
+                        continue
+                    if future.exception() is not None:
+                        if error is None:  # drop queued work; what already runs finishes below
+                            error = future.exception()
+                            for queued in pending:
+                                queued.cancel()
+                        continue
                     yield index[future], future.result()
+            if error is not None:
+                # A job failed: the jobs that were running when it did still ran to the end (the pool
+                # cannot stop them), and were yielded above so the caller keeps them.
+                raise error
         finally:
-            for future in pending:  # an error or an abandoned iterator: drop queued work
+            for future in pending:  # an abandoned iterator: drop queued work
                 future.cancel()
 
     def close(self) -> None:
