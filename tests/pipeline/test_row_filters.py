@@ -66,3 +66,31 @@ def test_response_alone_has_no_template_around_it():
     enc = encode_response_plain(tok, rec, 64)
     assert tok.decode(enc.ids[1:]) == "4<|im_end|>"
     assert enc.groups.tolist() == [0] + [1] * (len(enc.ids) - 1)
+
+
+def test_response_alone_pass_resumes_per_shard(tmp_path, data, monkeypatch):
+    # A run that dies in the third shard keeps the first two in the cache; the rerun scores only
+    # the rest, and its numbers equal an uninterrupted run's.
+    import shedkit.models.scoring as scoring
+
+    kw = dict(method="ifd", budget=5, shard_size=8, **SETTINGS)
+    real, calls = scoring.token_logprobs, []
+
+    def dies_on_third_shard(*args, **kwargs):
+        calls.append(len(args[1]))
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    shedkit.select(data["pool"], cache_dir=tmp_path / "c", out=tmp_path / "warm-up", method="lowest-loss",
+                   budget=5, shard_size=8, **SETTINGS)  # the base losses, so only the IFD pass is interrupted
+    monkeypatch.setattr(scoring, "token_logprobs", dies_on_third_shard)
+    with pytest.raises(RuntimeError, match="killed"):
+        shedkit.select(data["pool"], cache_dir=tmp_path / "c", out=tmp_path / "dies", **kw)
+    assert calls[:2] == [8, 8]
+    monkeypatch.setattr(scoring, "token_logprobs", real)
+    resumed = shedkit.select(data["pool"], cache_dir=tmp_path / "c", out=tmp_path / "resumed", **kw)
+    assert read(tmp_path / "resumed")[1]["method"]["response_alone"]["computed"] == 30 - 16
+    fresh = shedkit.select(data["pool"], cache_dir=tmp_path / "c2", out=tmp_path / "fresh", **kw)
+    assert resumed.rows == fresh.rows
+    assert [r["loss_alone"] for r in read(tmp_path / "resumed")[0]] == [r["loss_alone"] for r in read(tmp_path / "fresh")[0]]

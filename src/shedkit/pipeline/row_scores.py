@@ -105,13 +105,18 @@ def encode_response_plain(tokenizer, record, max_length: int, template: str = "a
 
 def response_alone_losses(ctx: MethodContext):
     """Mean loss of each row's last response alone (see ``encode_response_plain``), cached
-    per row under ``<cache_dir>/losses/<key>`` like every other loss."""
+    per row under ``<cache_dir>/losses/<key>`` like every other loss. The rows run in shards
+    of the ``shard_size`` option (windows of the pool, as ``response_losses`` makes them),
+    each written to the cache as it finishes, so a killed run loses at most one shard's work.
+    The shards run in this process, not on ``--backend``."""
+    from shedkit.execute.shards import check_shard_size, plan_shards
     from shedkit.models.config import ScoreConfig
     from shedkit.models.device import model_device
     from shedkit.models.encode import has_empty_response
     from shedkit.models.loading import model_identity, shared_model
-    from shedkit.models.losses import LossCache, loss_cache_key
+    from shedkit.models.losses import CHUNK_ROWS, LossCache, loss_cache_key
     from shedkit.models.scoring import pad_id_of, token_logprobs
+    from shedkit.util.progress import progress_bar
 
     spec = str(ctx.option("model", DEFAULT_MODEL))
     model, tok = shared_model(spec, device=ctx.option("device"))
@@ -124,13 +129,16 @@ def response_alone_losses(ctx: MethodContext):
     known = cache.entries()
     n = len(ctx.records)
     todo = [i for i, r in enumerate(ctx.records) if not has_empty_response(r) and r.id not in known]
-    if todo:
-        seqs = [encode_response_plain(tok, ctx.records[i], config.max_length, config.template) for i in todo]
-        lps = token_logprobs(model, seqs, pad_id_of(tok), batch_size=config.batch_size,
-                             max_batch_tokens=config.max_batch_tokens, precision=config.precision,
-                             progress=bool(ctx.option("progress", True)), desc="IFD: responses alone")
-        cache.add([{"id": ctx.records[i].id, "loss_alone": float(-lp.mean()) if len(lp) else None}
-                   for i, lp in zip(todo, lps)])
+    shards = plan_shards(todo, check_shard_size(ctx.option("shard_size"), CHUNK_ROWS))
+    with progress_bar(len(todo), "IFD: responses alone", enabled=bool(ctx.option("progress", True))) as advance:
+        for shard in shards:
+            seqs = [encode_response_plain(tok, ctx.records[i], config.max_length, config.template) for i in shard]
+            lps = token_logprobs(model, seqs, pad_id_of(tok), batch_size=config.batch_size,
+                                 max_batch_tokens=config.max_batch_tokens, precision=config.precision)
+            cache.add([{"id": ctx.records[i].id, "loss_alone": float(-lp.mean()) if len(lp) else None}
+                       for i, lp in zip(shard, lps)])
+            advance(len(shard))
+    if shards:
         known = cache.entries()
     out = np.full(n, np.nan)
     for i, r in enumerate(ctx.records):
