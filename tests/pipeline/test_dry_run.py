@@ -176,3 +176,21 @@ def test_a_model_free_plan_does_not_import_torch(method, data, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_embedding_size_is_read_by_the_new_name_where_there_is_one():
+    # sentence-transformers 6 renamed get_sentence_embedding_dimension (the old name warns there).
+    from shedkit.pipeline.plan_data import _st_dim
+
+    class New:
+        def get_embedding_dimension(self):
+            return 768
+
+        def get_sentence_embedding_dimension(self):
+            raise AssertionError("the old name was called")
+
+    class Old:
+        def get_sentence_embedding_dimension(self):
+            return 384
+
+    assert _st_dim(New()) == 768 and _st_dim(Old()) == 384

@@ -133,7 +133,7 @@ def _sentence_embed_stage(p: Planner, info: dict[str, Any]) -> Stage:
     padded = _padded(lengths, batch)
     rate = seconds / max(sample_padded, 1.0)
     params = sum(t.numel() for t in st.parameters())
-    dim = int(st.get_sentence_embedding_dimension() or 384)
+    dim = _st_dim(st)
     peak = measured_peak_gb()
     n = len(records)
     return Stage(
@@ -178,10 +178,17 @@ def kmeans_stage(p: Planner) -> Stage:
                  f"derived: the {n:,} x {dim} vectors, a float32 copy, and distances of 8,192 rows to {k} centres")
 
 
+def _st_dim(st) -> int:
+    """A SentenceTransformer's vector size (sentence-transformers 6 renamed the method; the
+    old name still works there, with a FutureWarning)."""
+    get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    return int(get() or 384)
+
+
 def embedding_dim(p: Planner) -> int:
     info = embedding_info(p)
     if info["dim"] is None:
-        info["dim"] = int(info["embedder"].load().get_sentence_embedding_dimension() or 384)
+        info["dim"] = _st_dim(info["embedder"].load())
     return int(info["dim"])
 
 
