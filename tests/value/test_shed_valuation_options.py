@@ -65,3 +65,24 @@ def test_options_of_another_estimator_are_errors(tmp_path, data):
         with pytest.raises(ShedkitError, match=match):
             shedkit.select(data["pool"], method="shed-qocs", budget=9, target=[data["target_dev"]],
                            out=tmp_path / "o", cache_dir=tmp_path / "cache", **SETTINGS, **extra)
+
+
+def test_an_evaluation_cap_below_one_permutation_is_an_error_before_any_fine_tune(tmp_path, data):
+    # 5 proxies removed one at a time: ∅, the full set and 4 subsets make one permutation (6).
+    with pytest.raises(ShedkitError, match="allows 4 fine-tunes.*takes 6.*--max-evals to at least 6"):
+        shedkit.select(data["pool"], method="shed-qocs", budget=9, target=[data["target_dev"]], seed=0,
+                       out=tmp_path / "o", cache_dir=tmp_path / "cache", max_evals=4, **SETTINGS)
+    assert not list((tmp_path / "cache").glob("utility/*/*/*.json"))  # nothing was fine-tuned
+
+
+def test_a_valuation_with_no_finished_sample_says_so():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from shedkit.pipeline.shed_values import check_some_value
+
+    stopped = SimpleNamespace(values=np.full(3, np.nan), stopped_by="max_time=60s", n_computed=4)
+    with pytest.raises(ShedkitError, match=r"stopped \(max_time=60s\) before any sample finished.*4 new fine-tunes"):
+        check_some_value(stopped)
+    check_some_value(SimpleNamespace(values=np.array([np.nan, 0.2]), stopped_by="", n_computed=1))

@@ -65,6 +65,7 @@ def _valuation(ctx: MethodContext, proxies, dev) -> dict:
     estimator_name = ctx.option("estimator", "shed")
     params = estimator_params(ctx, estimator_name, players)
     estimator = make_estimator(estimator_name, stop=stop, seed=seed, progress=True, **params)
+    check_a_permutation_fits(estimator, stop, len(players))
     backend_name = ctx.option("backend", "sequential")
     backend_options = backend_options_for(ctx, backend_name, score.runtime)
     settings = {
@@ -77,6 +78,34 @@ def _valuation(ctx: MethodContext, proxies, dev) -> dict:
              "seed": seed, "players": sorted(players)}
     return {"utility": utility, "stop": stop, "estimator": estimator, "players": players, "backend": backend_name,
             "backend_options": backend_options, "settings": settings, "stage": stage}
+
+
+def check_a_permutation_fits(estimator, stop, n_players: int) -> None:
+    """A cap on evaluations below one whole permutation leaves every proxy without a value:
+    say so before the first fine-tune, not after the last. (Truncated walks may end early, and
+    the other estimators sample differently: those are checked after the fit.)"""
+    from shedkit.value.estimators import PermutationValuation
+
+    if not isinstance(estimator, PermutationValuation) or estimator.truncation:
+        return
+    per = estimator.evaluations_per_permutation(n_players)
+    planned = stop.planned_evaluations(per, 2)
+    if planned is not None and planned < per + 2:
+        raise ShedkitError(
+            f"the stopping rule ({stop}) allows {int(planned)} fine-tunes, but one permutation over {n_players} "
+            f"proxies takes {int(per) + 2} (∅, the full set and {int(per)} more): no proxy would get a value. "
+            f"Raise --max-evals to at least {int(per) + 2}, or value fewer proxies (--clusters) or remove "
+            "several at a time (--removal-k)")
+
+
+def check_some_value(valuation) -> None:
+    """Every value NaN (the rule stopped before any sample finished): a clear error, not a
+    sampler's complaint about NaN values later."""
+    if not np.isfinite(np.asarray(valuation.values, dtype=float)).any():
+        raise ShedkitError(
+            f"the valuation stopped ({valuation.stopped_by or 'its stopping rule'}) before any sample finished: "
+            f"no proxy has a value. Its {valuation.n_computed} new fine-tunes are cached; rerun with a larger "
+            "--max-evals or --max-time to go on from them")
 
 
 def value_proxies(ctx: MethodContext, proxies, dev):
@@ -110,6 +139,7 @@ def value_proxies(ctx: MethodContext, proxies, dev):
         valuation = estimator.fit(utility, players=players, backend=backend).result_
     finally:
         backend.close()
+    check_some_value(valuation)
     work.mkdir(parents=True, exist_ok=True)
     (work / VALUATION_DONE).unlink(missing_ok=True)
     valuation.save(work / VALUATION)
