@@ -1,5 +1,5 @@
 """The row-score methods score the pool's base losses in shards, on the backend the run names
-(``--backend process --workers 2``): the same rows, the same loss columns bit for bit and the
+(``--backend process --workers 2``): the same rows, the same base losses bit for bit and the
 same cache entries as the default in-process run; ``--shard-size`` sets the cache parts."""
 
 import csv
@@ -46,13 +46,19 @@ def test_filtered_random_on_a_process_pool_selects_the_default_rows(tmp_path, da
                              cache_dir=tmp_path / "cb", backend="process", workers=2, shard_size=8, **SETTINGS)
     assert sharded.rows == default.rows and len(sharded.rows) == 6
     (a, ma), (b, mb) = read(tmp_path / "a"), read(tmp_path / "b")
-    for column in ("loss_base", "loss_alone", "ifd", "filter_score", "excluded", "selected"):
+    for column in ("loss_base", "excluded", "selected"):
         assert [r[column] for r in b] == [r[column] for r in a], column  # the CSV's repr: bit for bit
+    # IFD's response-alone pass runs in windows of --shard-size in the driver (8 vs 256 rows
+    # here): batched differently, its numbers may differ in the last bits, as the docs say
+    for column in ("loss_alone", "ifd", "filter_score"):
+        assert [float(r[column] or "nan") for r in b] == pytest.approx(
+            [float(r[column] or "nan") for r in a], rel=1e-6, nan_ok=True), column
     assert mb["method"]["base_losses"] == ma["method"]["base_losses"] == {"computed": 30, "cached": 0}
     assert mb["config"]["backend"] == "process" and mb["config"]["shard_size"] == 8
-    # the same cache keys; the base losses in ceil(30 / 8) parts (the default: one shard of 256)
+    # the same cache keys; base and response-alone losses each in ceil(30 / 8) parts (the
+    # default: one shard of 256)
     parts_a, parts_b = loss_parts(tmp_path / "ca"), loss_parts(tmp_path / "cb")
-    assert parts_a.keys() == parts_b.keys() and sorted(parts_a.values()) == [1, 1] and sorted(parts_b.values()) == [1, 4]
+    assert parts_a.keys() == parts_b.keys() and sorted(parts_a.values()) == [1, 1] and sorted(parts_b.values()) == [4, 4]
 
 
 def test_backend_options_are_options_of_the_row_filters_and_auto():

@@ -108,7 +108,8 @@ def response_alone_losses(ctx: MethodContext):
     per row under ``<cache_dir>/losses/<key>`` like every other loss. The rows run in shards
     of the ``shard_size`` option (windows of the pool, as ``response_losses`` makes them),
     each written to the cache as it finishes, so a killed run loses at most one shard's work.
-    The shards run in this process, not on ``--backend``."""
+    The shards run in this process, not on ``--backend``. Rows are batched within a shard, so
+    the numbers may differ in the last bits between shard sizes (as ``response_losses``')."""
     from shedkit.execute.shards import check_shard_size, plan_shards
     from shedkit.models.config import ScoreConfig
     from shedkit.models.device import model_device
