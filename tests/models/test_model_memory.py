@@ -100,3 +100,33 @@ def test_chunked_head_loss_equals_the_whole_logits_loss_and_its_gradients(tiny, 
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     with torch.no_grad():  # no gradients: plain chunks, same losses
         torch.testing.assert_close(target_nll(lora, batch, head_chunk=7), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_the_heads_row_count_is_bucketed_on_cpu_and_every_targets_loss_unchanged(tiny, rows, monkeypatch):
+    """The head sees a padded row count (a batch's target count, bucketed, so a long run meets
+    few matmul shapes); the padding rows are dropped, and each target's log-probability and the
+    training loss's gradients equal the unpadded head's (fp32)."""
+    import torch
+
+    from shedkit.models.scoring import _decoder_and_head, target_logits, target_nll
+
+    model, tok = tiny
+    head = _decoder_and_head(model)[1]
+    seen = []
+    handle = head.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    batches = [collate([encode_record(tok, r, 1024) for r in rows[i : i + 3]], 0, "cpu") for i in (0, 3, 6)]
+    try:
+        padded = [target_logits(model, b) for b in batches]
+        counts = [len(b.targets) for b in batches]
+        assert seen == [padded_width(n) for n in counts] and seen != counts  # at least one was padded
+        assert [p.shape[0] for p in padded] == counts
+        seen.clear()
+        chunked = target_nll(model, batches[0], head_chunk=16)
+        n = counts[0]
+        assert n > 16 and seen == [16] * (n // 16) + ([padded_width(n % 16)] if n % 16 else [])
+    finally:
+        handle.remove()
+    monkeypatch.setattr(scoring, "PAD_TO_BUCKETS", False)
+    for b, p in zip(batches, padded):
+        torch.testing.assert_close(p, target_logits(model, b), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked, target_nll(model, batches[0], head_chunk=16), rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ from shedkit.util.hashing import canonical_json, stable_hash  # noqa: F401 - re-
 
 # Bump when a change in this package changes any number it produces (losses, scores,
 # fine-tunes): every cache key includes it, so stale cache entries are never reused.
-MODEL_LAYER_VERSION = "2"  # 2: CPU batches padded to bucketed widths (scoring.padded_width)
+MODEL_LAYER_VERSION = "3"  # 2: CPU batches padded to bucketed widths; 3: the head's row count too (scoring._head)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 TEMPLATES = ("auto", "chat", "plain")

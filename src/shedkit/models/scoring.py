@@ -85,6 +85,25 @@ def collate(seqs: Sequence[Encoded], pad_id: int, device: torch.device) -> Batch
     )
 
 
+def _head(head, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden)`` with, on CPU, the row count padded to a bucket (``padded_width``) and the
+    padding rows dropped again.
+
+    Why: the head's row count is a batch's number of target tokens, a new value almost every
+    batch; oneDNN keeps kernels per shape (measured: a bf16 SmolLM2 head over 300 batches of
+    100-700 rows grew the resident peak by 430 MB with the exact counts, 90 MB bucketed, and ran
+    10% faster bucketed). Each row's output is its own dot products, so padding changes no
+    real row beyond the matmul's float rounding."""
+    n = hidden.shape[0]
+    if hidden.device.type != "cpu" or not PAD_TO_BUCKETS or n == 0:
+        return head(hidden)
+    width = padded_width(n)
+    if width == n:
+        return head(hidden)
+    pad = hidden.new_zeros((width - n,) + tuple(hidden.shape[1:]))
+    return head(torch.cat([hidden, pad]))[:n]
+
+
 def _decoder_and_head(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if any(getattr(base.config, a, None) not in (None, 1, 1.0) for a in _LOGIT_TRANSFORMS):
@@ -107,8 +126,8 @@ def target_logits(model, batch: Batch, head_chunk: int | None = None) -> torch.T
     decoder, head = split
     picked = _target_hidden(decoder, batch)
     if head_chunk is None or len(picked) <= head_chunk:
-        return head(picked).float()
-    return torch.cat([head(picked[i : i + head_chunk]).float() for i in range(0, len(picked), head_chunk)])
+        return _head(head, picked).float()
+    return torch.cat([_head(head, picked[i : i + head_chunk]).float() for i in range(0, len(picked), head_chunk)])
 
 
 def _target_hidden(decoder, batch: Batch) -> torch.Tensor:
@@ -135,7 +154,7 @@ def target_nll(model, batch: Batch, head_chunk: int | None = None) -> torch.Tens
     picked = _target_hidden(decoder, batch)
 
     def nll(h, t):
-        return torch.nn.functional.cross_entropy(head(h).float(), t, reduction="none")
+        return torch.nn.functional.cross_entropy(_head(head, h).float(), t, reduction="none")
 
     if len(picked) <= chunk:
         return nll(picked, batch.targets)
