@@ -209,3 +209,14 @@ def test_the_embedding_is_timed_in_the_runs_own_batches(tmp_path_factory, tmp_pa
         embed = next(s for s in plan["stages"] if s["name"] == "embed")
         assert f"timed {rows} rows in batches of {batch} " in embed["seconds_from"], embed["seconds_from"]
         assert f"batches of {batch})" in embed["seconds_from"]
+
+
+def test_a_dry_run_after_a_run_plans_no_scoring_the_cache_holds(data, tmp_path, one_torch_thread):
+    """The plan reads the loss cache under the run's own keys, for the base losses and for IFD's
+    responses-alone pass (one key builder for both), so after a run nothing is left to score."""
+    shedkit.select(data["pool"], method="filtered-random", budget=8, out=tmp_path / "run",
+                   cache_dir=tmp_path / "cache", **MODEL)
+    plan = dry_run(data["pool"], tmp_path, "filtered-random", **MODEL)
+    stages = {s["name"]: s["units"] for s in plan["stages"]}
+    for name in ("base_losses", "response_alone_losses"):
+        assert stages[name]["rows"] == 0 and stages[name]["cached_rows"] > 0, (name, stages[name])

@@ -222,16 +222,14 @@ def _scoring_rate(p: Planner, kind: str, config, ifd: bool = False) -> dict[str,
 
 def _cached_losses(p: Planner, config, kind: str, model_id: str | None = None) -> set[str]:
     """Ids of the rows the loss cache already holds for this stage (the run reads them)."""
-    from shedkit.models.config import stable_hash
     from shedkit.models.device import model_device
     from shedkit.models.loading import model_identity
     from shedkit.models.losses import LossCache, loss_cache_key
+    from shedkit.pipeline.row_scores import response_alone_cache_key
 
     m = lm(p)
-    key, meta = loss_cache_key(model_id or model_identity(m.spec), config, model_device(m.model).type)
-    if kind == "alone":
-        meta = {**meta, "kind": "response-alone-plain"}
-        key = stable_hash(meta)
+    make_key = response_alone_cache_key if kind == "alone" else loss_cache_key
+    key, meta = make_key(model_id or model_identity(m.spec), config, model_device(m.model).type)
     entries = LossCache(p.ctx.cache_dir, key, meta).entries()
     field_ = "loss_alone" if kind == "alone" else "loss"
     return {i for i, e in entries.items() if field_ in e}

@@ -103,6 +103,17 @@ def encode_response_plain(tokenizer, record, max_length: int, template: str = "a
     return Encoded(ids, groups)
 
 
+def response_alone_cache_key(model_id: str, config, device_type: str) -> tuple[str, dict]:
+    """The loss cache key (and its meta) of the responses-alone pass: the base losses' key
+    marked with its kind, so the two passes never share entries."""
+    from shedkit.models.config import stable_hash
+    from shedkit.models.losses import loss_cache_key
+
+    _, meta = loss_cache_key(model_id, config, device_type)
+    meta = {**meta, "kind": "response-alone-plain"}
+    return stable_hash(meta), meta
+
+
 def response_alone_losses(ctx: MethodContext):
     """Mean loss of each row's last response alone (see ``encode_response_plain``), cached
     per row under ``<cache_dir>/losses/<key>`` like every other loss. The rows run in shards
@@ -115,18 +126,15 @@ def response_alone_losses(ctx: MethodContext):
     from shedkit.models.device import model_device
     from shedkit.models.encode import has_empty_response
     from shedkit.models.loading import model_identity, shared_model
-    from shedkit.models.losses import CHUNK_ROWS, LossCache, loss_cache_key
+    from shedkit.models.losses import CHUNK_ROWS, LossCache
     from shedkit.models.scoring import pad_id_of, token_logprobs
     from shedkit.util.progress import progress_bar
 
     spec = str(ctx.option("model", DEFAULT_MODEL))
     model, tok = shared_model(spec, device=ctx.option("device"))
     config: ScoreConfig = score_config_from(ctx)
-    key, meta = loss_cache_key(model_identity(spec), config, model_device(model).type)
-    meta = {**meta, "kind": "response-alone-plain"}
-    from shedkit.models.config import stable_hash
-
-    cache = LossCache(ctx.cache_dir, stable_hash(meta), meta)
+    key, meta = response_alone_cache_key(model_identity(spec), config, model_device(model).type)
+    cache = LossCache(ctx.cache_dir, key, meta)
     known = cache.entries()
     n = len(ctx.records)
     todo = [i for i, r in enumerate(ctx.records) if not has_empty_response(r) and r.id not in known]
@@ -146,4 +154,4 @@ def response_alone_losses(ctx: MethodContext):
         v = known.get(r.id, {}).get("loss_alone")
         if v is not None:
             out[i] = v
-    return out, {"computed": len(todo), "cached": n - len(todo), "key": stable_hash(meta)}
+    return out, {"computed": len(todo), "cached": n - len(todo), "key": key}
