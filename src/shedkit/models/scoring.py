@@ -92,7 +92,7 @@ def _head(head, hidden: torch.Tensor) -> torch.Tensor:
     Why: the head's row count is a batch's number of target tokens, a new value almost every
     batch; oneDNN keeps kernels per shape (measured: a bf16 SmolLM2 head over 300 batches of
     100-700 rows grew the resident peak by 430 MB with the exact counts, 90 MB bucketed, and ran
-    10% faster bucketed). Each row's output is its own dot products, so padding changes no
+    9% faster bucketed). Each row's output is its own dot products, so padding changes no
     real row beyond the matmul's float rounding."""
     n = hidden.shape[0]
     if hidden.device.type != "cpu" or not PAD_TO_BUCKETS or n == 0:

@@ -2,11 +2,11 @@
 loading the pool (measured), embedding it, k-means, DQ's GraphCut bins, DSIR's n-gram
 weights, picking the rows and writing the outputs.
 
-Embedding is timed on two of the run's batches (at least 64 rows) spread over the pool's lengths and scaled by padded tokens
-(the embedder's own tokenizer, rows sorted by length into batches as the run does); k-means,
-GraphCut and DSIR are timed on a sample (random unit vectors of the embedding's dimension
-for the first two) and scaled by their cost model; picking rows and writing the outputs are
-priced by a documented constant per row.
+Embedding is timed on two of the run's batches (at least 64 rows) spread over the pool's
+lengths and scaled by padded tokens (the embedder's own tokenizer, rows sorted by length into
+batches as the run does); k-means, GraphCut and DSIR are timed on a sample (random unit
+vectors of the embedding's dimension for the first two) and scaled by their cost model; picking
+rows and writing the outputs are priced by a documented constant per row.
 """
 
 from __future__ import annotations
